@@ -1,0 +1,164 @@
+"""The configuration of a video ViT: one frozen dataclass, validated once at construction.
+
+Every model in `vidmix.models` is built from a `VideoViTConfig`. Presets (`registry.py`) are just
+named sets of field values, and every field can be overridden by keyword in `create_model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+
+import jax.numpy as jnp
+
+# The standard ViT sizes (Dosovitskiy et al. 2021; Ti and S from Touvron et al. 2021).
+VIT_SIZES = {
+    "Ti": dict(width=192, depth=12, num_heads=3),
+    "S": dict(width=384, depth=12, num_heads=6),
+    "B": dict(width=768, depth=12, num_heads=12),
+    "L": dict(width=1024, depth=24, num_heads=16),
+    "H": dict(width=1280, depth=32, num_heads=16),
+}
+
+ATTENTIONS = ("mixing", "divided", "joint", "space")
+HEADS = ("linear", "temporal_attention", "avg", "summary")
+SHIFT_MODES = ("zero", "roll")
+# Schemes that keep one CLS token per frame (and so give per-frame features to the head).
+PER_FRAME_CLS = ("mixing", "space")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoViTConfig:
+    """All options of a video ViT backbone and its head."""
+
+    num_classes: int = 400
+    num_frames: int = 8
+    image_size: int | tuple[int, int] = 224
+    patch_size: int = 16
+    tubelet_size: int = 1  # frames per token; 1 = per-frame patch embedding
+    width: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-6
+    attention: str = "mixing"
+    head: str = "temporal_attention"
+    # Space-time mixing (attention="mixing"): `width // shift_div` channels come from frame t+1 and
+    # as many from frame t-1; shifts stay inside consecutive groups of `shift_group` token frames
+    # (None: the whole clip is one group); `shift_mode` pads clip edges with zeros or rolls around.
+    shift_div: int = 8
+    shift_group: int | None = None
+    shift_mode: str = "zero"
+    # Temporal embedding slots: None = one per token frame, 0 = no temporal embedding. Frame t uses
+    # slot t mod slots (the official XViT release uses 8 slots for 16 frames).
+    temporal_embed_slots: int | None = None
+    dtype: str = "float32"  # compute dtype; parameters are always float32
+    remat: bool = False  # rematerialise every block in the backward pass
+    drop_path_rate: float = 0.0  # stochastic depth, rising linearly from 0 to this over the blocks
+    dropout_rate: float = 0.0  # dropout on the attention and MLP outputs of the backbone
+    head_dropout_rate: float = 0.0  # dropout in the head (XViT's TA head: 0.5)
+
+    def __post_init__(self):
+        if isinstance(self.image_size, list):
+            object.__setattr__(self, "image_size", tuple(self.image_size))
+        object.__setattr__(self, "dtype", jnp.dtype(self.dtype).name)
+        self.validate()
+
+    # Derived sizes -------------------------------------------------------------------------------
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        s = self.image_size
+        return (s, s) if isinstance(s, int) else tuple(s)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        h, w = self.image_hw
+        return h // self.patch_size, w // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        gh, gw = self.grid
+        return gh * gw
+
+    @property
+    def token_frames(self) -> int:
+        """Number of frames after (tubelet) patch embedding."""
+        return self.num_frames // self.tubelet_size
+
+    @property
+    def embed_slots(self) -> int:
+        if self.temporal_embed_slots is None:
+            return self.token_frames
+        return self.temporal_embed_slots
+
+    @property
+    def per_frame_cls(self) -> bool:
+        return self.attention in PER_FRAME_CLS
+
+    @property
+    def shift_fold(self) -> int:
+        return self.width // self.shift_div
+
+    # Validation ----------------------------------------------------------------------------------
+    def validate(self) -> None:
+        _choice("attention", self.attention, ATTENTIONS)
+        _choice("head", self.head, HEADS)
+        _choice("shift_mode", self.shift_mode, SHIFT_MODES)
+        for name in ("num_classes", "num_frames", "patch_size", "tubelet_size", "width", "depth",
+                     "num_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.width % self.num_heads:
+            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+        h, w = self.image_hw
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size "
+                             f"{self.patch_size}")
+        if self.num_frames % self.tubelet_size:
+            raise ValueError(f"num_frames {self.num_frames} is not a multiple of tubelet_size "
+                             f"{self.tubelet_size}")
+        if self.embed_slots < 0:
+            raise ValueError(f"temporal_embed_slots must be >= 0, got {self.temporal_embed_slots}")
+        if self.attention == "mixing":
+            if not 1 <= self.shift_div or self.shift_fold < 1 or 2 * self.shift_fold > self.width:
+                raise ValueError(f"shift_div {self.shift_div} must leave 1 <= width // shift_div "
+                                 f"<= width / 2 (width {self.width})")
+            group = self.shift_group or self.token_frames
+            if self.token_frames % group:
+                raise ValueError(f"shift_group {self.shift_group} does not divide the "
+                                 f"{self.token_frames} token frames")
+        if self.head in ("temporal_attention", "summary") and not self.per_frame_cls:
+            raise ValueError(f"head {self.head!r} needs one feature per frame, but attention "
+                             f"{self.attention!r} keeps one CLS token per clip; use head 'linear' "
+                             f"or 'avg', or attention {' or '.join(map(repr, PER_FRAME_CLS))}")
+        for name in ("drop_path_rate", "dropout_rate", "head_dropout_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype}")
+
+    def replace(self, **overrides) -> VideoViTConfig:
+        check_keys(overrides)
+        return dataclasses.replace(self, **overrides)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(VideoViTConfig))
+
+
+def check_keys(overrides: dict) -> None:
+    """Raise a clear error for override keys that are not config fields."""
+    unknown = [k for k in overrides if k not in FIELDS]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, FIELDS, n=1)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise TypeError(f"unknown model option(s) {', '.join(hints)}; valid options: "
+                        f"{', '.join(FIELDS)}")
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
