@@ -1,0 +1,150 @@
+"""Public model API: presets, overrides, shapes, jit, gradients, bf16, remat, and bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import rel_err
+from flax import nnx
+
+import vidmix
+
+TINY = dict(width=32, depth=2, num_heads=4, image_size=32, patch_size=16, num_frames=4,
+            num_classes=5)
+
+
+def tiny(name="xvit_b16", **kw):
+    return vidmix.create_model(name, **{**TINY, **kw})
+
+
+def randomise(model, seed=0):
+    """Give every parameter (zero-initialised heads too) a random value, so outputs depend on all."""
+    rng = np.random.default_rng(seed)
+    state = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(
+        lambda a: a + 0.1 * rng.standard_normal(a.shape).astype(a.dtype), state))
+    return model
+
+
+def clip(batch=2, frames=4, size=32, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(
+        (batch, frames, size, size, 3)).astype(np.float32))
+
+
+def test_list_models_has_the_presets():
+    names = vidmix.list_models()
+    for name in ["xvit_b16", "xvit_l16", "xvit_s16", "timesformer_b16", "timesformer_b16_joint",
+                 "timesformer_b16_space", "vit_b16"]:
+        assert name in names
+
+
+@pytest.mark.parametrize("name", vidmix.list_models())
+def test_every_preset_runs_and_jits(name):
+    model = randomise(tiny(name))
+    x = clip()
+    eager = model(x, train=False)
+    assert eager.shape == (2, 5) and eager.dtype == jnp.float32
+    jitted = nnx.jit(lambda m, v: m(v, train=False))(model, x)
+    assert rel_err(jitted, eager) < 1e-5
+    assert bool(jnp.all(jnp.isfinite(eager)))
+
+
+@pytest.mark.parametrize("attention,head", [("mixing", "temporal_attention"), ("mixing", "avg"),
+                                            ("mixing", "summary"), ("space", "linear"),
+                                            ("divided", "linear"), ("joint", "avg")])
+def test_gradients_are_finite_and_nonzero(attention, head):
+    model = randomise(tiny(attention=attention, head=head))
+    x, labels = clip(), jnp.array([1, 3])
+
+    def loss_fn(m):
+        logits = m(x, train=False)
+        return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean()
+
+    grads = nnx.grad(loss_fn)(model)
+    leaves = jax.tree.leaves(grads)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+    assert float(jnp.abs(grads["backbone"]["patch_embed"]["kernel"][...]).sum()) > 0
+
+
+@pytest.mark.parametrize("name", ["xvit_b16", "timesformer_b16"])
+def test_remat_gives_the_same_gradients(name):
+    x = clip()
+
+    def grads(remat):
+        model = randomise(tiny(name, remat=remat))
+        g = nnx.grad(lambda m: (m(x) ** 2).sum())(model)
+        return jax.tree.leaves(g)
+
+    for a, b in zip(grads(False), grads(True), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["xvit_b16", "timesformer_b16"])
+def test_bf16_compute_path(name):
+    x = clip()
+    full = randomise(tiny(name))(x)
+    half_model = randomise(tiny(name, dtype="bfloat16"))
+    half = half_model(x)
+    assert half.dtype == jnp.float32  # logits are returned in fp32
+    assert half_model.backbone.blocks[0].attn.qkv.kernel[...].dtype == jnp.float32  # fp32 params
+    assert rel_err(half, full) < 5e-2  # bf16 has 8 bits of mantissa
+
+
+def test_tubelet_embedding():
+    model = tiny(tubelet_size=2, attention="joint", head="linear")
+    assert model.backbone.patch_embed.kernel.shape == (2, 16, 16, 3, 32)
+    assert model(clip()).shape == (2, 5)
+
+
+def test_drop_path_only_in_training():
+    model = randomise(tiny("timesformer_b16", drop_path_rate=0.5, dropout_rate=0.1))
+    x = clip()
+    assert rel_err(model(x, train=False), model(x, train=False)) == 0
+    assert rel_err(model(x, train=True), model(x, train=False)) > 1e-3
+
+
+def test_temporal_embedding_slots_wrap_around():
+    """The release's quirk: 8 slots for 16 frames, frame t uses slot t mod 8."""
+    model = tiny(num_frames=8, temporal_embed_slots=4)
+    emb = model.backbone.temporal_embed
+    emb[...] = jnp.arange(4, dtype=jnp.float32)[:, None] * jnp.ones((4, 32))
+    x = jnp.zeros((1, 8, 32, 32, 3))
+    tokens = model.backbone.embed(x)  # (1, 8, 1 + 4, 32)
+    base = model.backbone.embed(x)[:, :1]  # frame 0 uses slot 0 = zeros
+    for t in range(8):
+        np.testing.assert_allclose(tokens[:, t] - base[:, 0], t % 4, atol=1e-6)
+
+
+# Bad input -------------------------------------------------------------------------------------
+def test_unknown_model_name_suggests():
+    with pytest.raises(ValueError, match=r"unknown model 'xvit_b61'.*xvit_b16"):
+        vidmix.create_model("xvit_b61")
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(TypeError, match=r"'num_frame' \(did you mean 'num_frames'\?\)"):
+        vidmix.create_model("xvit_b16", num_frame=8)
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(attention="sparse"), "attention must be one of"),
+    (dict(head="mlp"), "head must be one of"),
+    (dict(attention="divided", head="temporal_attention"), "one CLS token per clip"),
+    (dict(width=30), "not divisible by num_heads"),
+    (dict(image_size=40), "not a multiple of patch_size"),
+    (dict(shift_group=3), "does not divide"),
+    (dict(shift_div=1), "shift_div"),
+    (dict(num_frames=5, tubelet_size=2), "multiple of tubelet_size"),
+    (dict(dtype="int8"), "dtype"),
+])
+def test_bad_options_are_explained(kw, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**kw)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 32, 32, 3), (2, 4, 48, 48, 3), (2, 4, 32, 32, 1),
+                                   (4, 32, 32, 3)])
+def test_clip_the_model_cannot_take(shape):
+    model = tiny()
+    with pytest.raises(ValueError, match=r"expected a video of shape \(batch, 4, 32, 32, 3\)"):
+        model(jnp.zeros(shape))

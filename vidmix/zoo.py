@@ -1,0 +1,20 @@
+"""The model zoo as a table: what `python main.py` prints by default."""
+
+from __future__ import annotations
+
+from vidmix.models import list_models, model_config
+from vidmix.models.cost import count_params, gmacs_per_view
+
+
+def zoo_table(names=None, *, num_frames: int = 8, image_size: int = 224) -> str:
+    """A markdown table of presets with their parameters and GFLOPs per view."""
+    names = names or list_models()
+    lines = [f"Model zoo at {num_frames} x {image_size}^2 (GFLOPs = multiply-adds per view, "
+             "counted by XLA)",
+             "| model | attention | head | width x depth | params (M) | GFLOPs/view |",
+             "|---|---|---|---|---|---|"]
+    for name in names:
+        cfg = model_config(name, num_frames=num_frames, image_size=image_size)
+        lines.append(f"| {name} | {cfg.attention} | {cfg.head} | {cfg.width} x {cfg.depth} | "
+                     f"{count_params(cfg) / 1e6:.1f} | {gmacs_per_view(cfg):.1f} |")
+    return "\n".join(lines)
