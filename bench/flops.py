@@ -54,7 +54,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 16, 32])
     args = parser.parse_args()
-    head = "| model | frames | size | params (M) | GFLOPs/view | x ViT-B/16 per frame | published | diff |"
+    head = ("| model | frames | size | params (M) | GFLOPs/view | x ViT-B/16 per frame | "
+            "published | diff |")
     print(head)
     print("|" + "---|" * 8)
     for r in rows(args.frames):

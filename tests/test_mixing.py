@@ -98,7 +98,8 @@ def tiny_xvit(**kw):
 
 
 def _perturb(state_tree, rng):
-    return jax.tree.map(lambda a: a + 0.3 * rng.standard_normal(a.shape).astype(a.dtype), state_tree)
+    noise = lambda a: a + 0.3 * rng.standard_normal(a.shape).astype(a.dtype)
+    return jax.tree.map(noise, state_tree)
 
 
 def test_block_matches_reference(rng):

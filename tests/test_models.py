@@ -18,7 +18,7 @@ def tiny(name="xvit_b16", **kw):
 
 
 def randomise(model, seed=0):
-    """Give every parameter (zero-initialised heads too) a random value, so outputs depend on all."""
+    """Give every parameter (zero-initialised heads too) a random value: outputs depend on all."""
     rng = np.random.default_rng(seed)
     state = nnx.state(model, nnx.Param)
     nnx.update(model, jax.tree.map(

@@ -17,7 +17,8 @@ SCHEME = {"divided_space_time": "divided", "joint_space_time": "joint", "space_o
 def hf_model(attention_type: str, seed: int = 0) -> TimesformerForVideoClassification:
     """A small HF TimeSformer whose every parameter (norms and biases too) is random."""
     torch.manual_seed(seed)
-    model = TimesformerForVideoClassification(TimesformerConfig(attention_type=attention_type, **SMALL))
+    config = TimesformerConfig(attention_type=attention_type, **SMALL)
+    model = TimesformerForVideoClassification(config)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.2 * torch.randn_like(p))
@@ -27,8 +28,8 @@ def hf_model(attention_type: str, seed: int = 0) -> TimesformerForVideoClassific
 def vidmix_model(attention: str, **kw):
     return vidmix.create_model("timesformer_b16", attention=attention, width=48, depth=2,
                                num_heads=4, image_size=32, patch_size=8, num_frames=4,
-                               num_classes=7, temporal_embed_slots=0 if attention == "space" else None,
-                               **kw)
+                               num_classes=7,
+                               temporal_embed_slots=0 if attention == "space" else None, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,8 @@ def torch_input(clip):
 def test_logits_match_transformers(tmp_path, clip, attention_type):
     ref = hf_model(attention_type)
     ref.save_pretrained(tmp_path)
-    model = vidmix.load_weights(vidmix_model(SCHEME[attention_type]), tmp_path / "model.safetensors")
+    path = tmp_path / "model.safetensors"
+    model = vidmix.load_weights(vidmix_model(SCHEME[attention_type]), path)
     with torch.no_grad():
         want = ref(pixel_values=torch_input(clip)).logits.numpy()
     got = np.asarray(model(jnp.asarray(clip)))

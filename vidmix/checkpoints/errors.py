@@ -15,7 +15,9 @@ class CheckpointMismatchError(CheckpointError):
     """
 
     def __init__(self, missing=(), unexpected=(), mismatched=(), *, source: str = ""):
-        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
+        self.mismatched = list(mismatched)
         lines = [f"checkpoint {source} does not fit the model:" if source else
                  "checkpoint does not fit the model:"]
         if self.missing:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from vidmix.checkpoints.mapping import Mapping, conv_kernel, identity, linear_kernel, squeeze_leading
+from vidmix.checkpoints.mapping import (
+    Mapping,
+    conv_kernel,
+    identity,
+    linear_kernel,
+    squeeze_leading,
+)
 from vidmix.models.config import VideoViTConfig
 
 PREFIX = "timesformer."
@@ -19,7 +25,8 @@ def normalise(tensors: dict) -> dict:
 
 
 def _linear(dst: str, src: str) -> Mapping:
-    return {f"{dst}/kernel": (f"{src}.weight", linear_kernel), f"{dst}/bias": (f"{src}.bias", identity)}
+    return {f"{dst}/kernel": (f"{src}.weight", linear_kernel),
+            f"{dst}/bias": (f"{src}.bias", identity)}
 
 
 def _norm(dst: str, src: str) -> Mapping:

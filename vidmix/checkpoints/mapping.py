@@ -31,7 +31,7 @@ def linear_kernel(w):
 
 
 def conv_kernel(w):
-    """torch Conv2d weight (out, in, kh, kw) -> (kh, kw, in, out); Conv3d likewise with time first."""
+    """torch Conv2d weight (out, in, kh, kw) -> (kh, kw, in, out); Conv3d: time first too."""
     return np.moveaxis(w, (0, 1), (-1, -2))
 
 
@@ -45,7 +45,8 @@ def squeeze_leading(x):
 # Model parameters ----------------------------------------------------------------------------
 def param_paths(model: nnx.Module) -> dict[str, tuple]:
     """{'backbone/blocks/0/attn/qkv/kernel': shape, ...} for every parameter of the model."""
-    return {_name(p): tuple(v.shape) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    flat_state = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    return {_name(p): tuple(v.shape) for p, v in flat_state}
 
 
 def _name(path: tuple) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 from flax import nnx
 
 from vidmix.models.config import VideoViTConfig
-from vidmix.models.layers import Attention, DropPath, Mlp, dense_init
+from vidmix.models.layers import Attention, DropPath, Mlp
 from vidmix.models.schemes import JointAttention, Scheme, make_scheme
 
 
@@ -59,7 +59,8 @@ class VideoViT(nnx.Module):
         self.patch_embed = nnx.Conv(3, d, kernel_size=kernel, strides=kernel, padding="VALID",
                                     dtype=dtype, rngs=rngs)
         self.cls_token = nnx.Param(jnp.zeros((d,)))
-        self.pos_embed = nnx.Param(0.02 * jax.random.normal(rngs.params(), (cfg.num_patches + 1, d)))
+        pos = 0.02 * jax.random.normal(rngs.params(), (cfg.num_patches + 1, d))
+        self.pos_embed = nnx.Param(pos)
         self.temporal_embed = (nnx.Param(jnp.zeros((cfg.embed_slots, d))) if cfg.embed_slots
                                else nnx.data(None))
         rates = np.linspace(0.0, cfg.drop_path_rate, cfg.depth)

@@ -12,7 +12,7 @@ from vidmix.models.heads import HEADS
 
 
 class VideoClassifier(nnx.Module):
-    """`model(video, train=False)`: video (B, T, H, W, 3), normalised -> logits (B, classes), fp32."""
+    """`model(video, train=False)`: normalised video (B, T, H, W, 3) -> fp32 logits (B, classes)."""
 
     def __init__(self, cfg: VideoViTConfig, *, rngs: nnx.Rngs):
         self.config = cfg

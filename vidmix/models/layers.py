@@ -39,8 +39,8 @@ class Attention(nnx.Module):
     temporal shift, summary tokens); the queries are never touched.
     """
 
-    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, dropout_rate: float = 0.0,
-                 dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True,
+                 dropout_rate: float = 0.0, dtype=jnp.float32, rngs: nnx.Rngs):
         self.num_heads = num_heads
         self.qkv = nnx.Linear(dim, 3 * dim, use_bias=qkv_bias, dtype=dtype, kernel_init=dense_init,
                               rngs=rngs)
