@@ -82,7 +82,7 @@ def test_wrong_scheme_checkpoint_names_the_keys(tmp_path):
     hf_model("divided_space_time").save_pretrained(tmp_path)
     model = vidmix_model("joint")
     before = np.asarray(model.backbone.pos_embed[...]).copy()
-    with pytest.raises(vidmix.CheckpointMismatchError, match="temporal_attention") as e:
+    with pytest.raises(vidmix.CheckpointMismatchError, match="blocks.0.temporal_attn.qkv") as e:
         vidmix.load_weights(model, tmp_path)
     assert len(e.value.unexpected) == 2 * 8  # per block: qkv, proj, norm, fc, weight and bias each
     assert not e.value.missing
@@ -99,14 +99,25 @@ def test_other_depth_reports_missing_and_unexpected(tmp_path):
     assert not e.value.unexpected
 
 
-def test_ignore_leaves_new_head(tmp_path):
+def test_other_class_count_gets_a_new_classifier(tmp_path, caplog):
     hf_model("joint_space_time").save_pretrained(tmp_path)
     model = vidmix.create_model("timesformer_b16_joint", width=48, depth=2, num_heads=4,
                                 image_size=32, patch_size=8, num_frames=4, num_classes=11)
-    with pytest.raises(vidmix.CheckpointMismatchError, match="classifier.weight"):
+    with caplog.at_level("WARNING"):
         vidmix.load_weights(model, tmp_path)
-    vidmix.load_weights(model, tmp_path, ignore=("head/*", "classifier.*"))
+    assert "7 classes, the model 11: new classifier" in caplog.text
+    assert "head.weight" in caplog.text
     assert np.all(np.asarray(model.head.classifier.kernel[...]) == 0)  # kept its fresh init
+
+
+def test_ignore_keeps_chosen_parameters(tmp_path):
+    hf_model("joint_space_time").save_pretrained(tmp_path)
+    model = vidmix_model("joint")
+    before = np.asarray(model.backbone.norm.scale[...]).copy()
+    with pytest.raises(vidmix.CheckpointMismatchError, match="norm.weight"):
+        vidmix.load_weights(model, tmp_path, ignore=("backbone/norm/*",))
+    vidmix.load_weights(model, tmp_path, ignore=("backbone/norm/*", "norm.*"))
+    np.testing.assert_array_equal(before, model.backbone.norm.scale[...])
 
 
 def test_truncated_file_is_a_clear_error(tmp_path):

@@ -3,43 +3,48 @@
 from __future__ import annotations
 
 import os
-from types import ModuleType
 
-from vidmix.checkpoints import hf_timesformer
+from vidmix.checkpoints import canonical
 from vidmix.checkpoints.errors import CheckpointError
+from vidmix.checkpoints.formats import FORMATS
 from vidmix.checkpoints.mapping import assign, param_paths
 from vidmix.checkpoints.readers import read_tensors
 
-# Each format module offers detect(keys), normalise(tensors) and mapping(cfg).
-FORMATS: dict[str, ModuleType] = {
-    "hf_timesformer": hf_timesformer,
-}
-
 
 def detect_format(keys) -> str:
-    found = [name for name, fmt in FORMATS.items() if fmt.detect(keys)]
-    if not found:
-        sample = ", ".join(sorted(keys)[:8])
-        raise CheckpointError(f"unrecognised checkpoint layout (first keys: {sample}); known "
-                              f"formats: {', '.join(FORMATS)}")
-    return found[0]
+    keys = set(keys)
+    for name, fmt in FORMATS.items():
+        if fmt.detect(keys):
+            return name
+    sample = ", ".join(sorted(keys)[:8])
+    raise CheckpointError(f"unrecognised checkpoint layout (first keys: {sample}); known "
+                          f"formats: {', '.join(FORMATS)}")
 
 
-def load_weights(model, path: str | os.PathLike, *, format: str = "auto", ignore=()):
+def load_weights(model, path: str | os.PathLike, *, format: str = "auto", ignore=(),
+                 inflate: str = "average"):
     """Load the weights at `path` into `model` (in place) and return it.
 
+    Reads Google ViT `.npz` (vision_transformer, Linen and big_vision layouts), timm and Hugging
+    Face ViT weights (`.safetensors`, `.pth`, `.bin`), and TimeSformer (official `.pyth`, Hugging
+    Face) and XViT (official `.pth`) video checkpoints. What an image checkpoint lacks is
+    initialised as the papers do (see `vidmix.checkpoints.canonical`); position embeddings are
+    resized to the model's grid; a head of another kind or class count is replaced by a new one
+    (logged).
+
     format: "auto" (recognised from the file's keys) or one of `FORMATS`. ignore: glob patterns of
-    model parameters to leave as they are (e.g. "head/*" for a new classifier) and of source
-    tensors to leave unused. Anything else that does not map one-to-one raises
-    `CheckpointMismatchError` naming every key, and the model is left untouched.
+    model parameters to leave as they are (e.g. "head/*") and of source tensors to leave unused.
+    inflate: how a 2-D patch kernel becomes a tubelet kernel, "average" or "central".
+    Anything else that does not map one-to-one raises `CheckpointMismatchError` naming every key,
+    and the model is left untouched.
     """
     tensors = read_tensors(path)
     if format == "auto":
         format = detect_format(tensors.keys())
     if format not in FORMATS:
         raise ValueError(f"unknown checkpoint format {format!r}; known: {', '.join(FORMATS)}")
-    fmt = FORMATS[format]
-    tensors = fmt.normalise(tensors)
+    tensors = FORMATS[format].to_canonical(tensors)
     params = param_paths(model)
-    mapping = {k: v for k, v in fmt.mapping(model.config).items() if k in params}
-    return assign(model, tensors, mapping, ignore=ignore, source=os.fspath(path))
+    mapping, dropped = canonical.mapping(model.config, tensors, params, inflate=inflate)
+    return assign(model, tensors, mapping, ignore=ignore, dropped=dropped,
+                  source=f"{os.fspath(path)} ({format})")

@@ -1,13 +1,15 @@
 """Strict, all-or-nothing assignment of converted tensors to a model's parameters.
 
-A checkpoint format is described by a mapping {model parameter path: (source key, transform)}.
+A conversion is a mapping {model parameter path: `Source`} over canonical tensor names.
 `assign` checks every parameter and every source tensor, reports all problems together, and only
 then writes into the model, so a failed load leaves the model untouched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import logging
 from collections.abc import Callable, Iterable
 
 import jax.numpy as jnp
@@ -16,8 +18,37 @@ from flax import nnx
 
 from vidmix.checkpoints.errors import CheckpointMismatchError
 
+log = logging.getLogger(__name__)
+
 Transform = Callable[[np.ndarray], np.ndarray]
-Mapping = dict[str, tuple[str, Transform]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where one model parameter comes from: `fn(*tensors[keys], shape=param_shape)`.
+
+    No keys: an initialisation the papers prescribe (zeros), or, with `fn=None`, the parameter
+    keeps its fresh initialisation (a new head).
+    """
+
+    keys: tuple[str, ...]
+    fn: Callable | None = None
+    note: str = ""
+
+
+def take(key: str, fn: Transform | None = None) -> Source:
+    return Source((key,), (lambda a, shape: fn(a)) if fn else (lambda a, shape: a))
+
+
+def zeros(note: str) -> Source:
+    return Source((), lambda shape: np.zeros(shape, np.float32), note)
+
+
+def keep(note: str) -> Source:
+    return Source((), None, note)
+
+
+Mapping = dict[str, Source]
 
 
 # Transforms from PyTorch layouts --------------------------------------------------------------
@@ -58,40 +89,58 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
 
 
 def assign(model: nnx.Module, tensors: dict[str, np.ndarray], mapping: Mapping, *,
-           ignore: Iterable[str] = (), source: str = "") -> nnx.Module:
+           ignore: Iterable[str] = (), dropped: dict[str, str] | None = None,
+           source: str = "") -> nnx.Module:
     """Fill every model parameter from `tensors` through `mapping`, strictly.
 
-    `ignore` holds glob patterns: a matching model parameter keeps its current value, and a
-    matching source tensor is deliberately unused. Anything else left over is an error.
+    `dropped` names source tensors the conversion deliberately leaves unused, with the reason
+    (logged). `ignore` holds the user's glob patterns: a matching model parameter keeps its
+    current value, a matching source tensor is unused. Anything else left over is an error, and
+    on error the model is not modified.
     """
-    ignore = tuple(ignore)
+    ignore, dropped = tuple(ignore), dict(dropped or {})
     flat_state = nnx.to_flat_state(nnx.state(model, nnx.Param))
     flat = {_name(p): v for p, v in flat_state}
     unknown = sorted(set(mapping) - set(flat))
     if unknown:  # a converter bug, not a user error
         raise KeyError(f"mapping names parameters the model does not have: {unknown}")
 
-    missing, mismatched, new, used = [], [], {}, set()
+    missing, mismatched, new, used, notes = [], [], {}, set(), []
     for name, var in flat.items():
         if _matches(name, ignore):
             continue
         if name not in mapping:
             missing.append(f"{name} (no source for it)")
             continue
-        key, fn = mapping[name]
-        if key not in tensors:
-            missing.append(f"{name} <- {key}")
+        src = mapping[name]
+        if src.note:
+            notes.append(f"{name}: {src.note}")
+        absent = [k for k in src.keys if k not in tensors]
+        if absent:
+            missing.append(f"{name} <- {', '.join(absent)}")
             continue
-        used.add(key)
-        value = np.asarray(fn(np.asarray(tensors[key])))
+        used.update(src.keys)
+        if src.fn is None:
+            continue
+        value = np.asarray(src.fn(*(np.asarray(tensors[k]) for k in src.keys), shape=var.shape))
         if value.shape != tuple(var.shape):
-            mismatched.append((f"{key} -> {name}", value.shape, tuple(var.shape)))
+            mismatched.append((f"{', '.join(src.keys) or 'init'} -> {name}", value.shape,
+                               tuple(var.shape)))
             continue
         new[name] = value
-    unexpected = sorted(k for k in tensors if k not in used and not _matches(k, ignore))
+    unexpected = sorted(k for k in tensors
+                        if k not in used and k not in dropped and not _matches(k, ignore))
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(missing, unexpected, mismatched, source=source)
 
+    for note in notes:
+        log.info("%s: %s", source, note)
+    reasons = {}
+    for key, why in dropped.items():
+        if key in tensors and key not in used:
+            reasons.setdefault(why, []).append(key)
+    for why, keys in reasons.items():
+        log.warning("%s: not used (%s): %s", source, why, ", ".join(sorted(keys)))
     updated = {p: jnp.asarray(new[_name(p)], dtype=v.dtype) for p, v in flat_state
                if _name(p) in new}
     nnx.update(model, nnx.from_flat_state(updated))

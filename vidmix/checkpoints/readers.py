@@ -1,8 +1,9 @@
-"""Reading weight files into flat {name: numpy array} dicts."""
+"""Reading weight files into flat {name: numpy array} dicts, without PyTorch or TensorFlow."""
 
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from vidmix.checkpoints.errors import CheckpointError
 
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
-    """All tensors of a `.safetensors` file, read with numpy (no PyTorch needed)."""
+    """All tensors of a `.safetensors` file, read with numpy."""
     from safetensors.numpy import load_file
 
     try:
@@ -19,11 +20,34 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
         raise CheckpointError(f"cannot read {path} as safetensors: {e}") from e
 
 
-READERS = {".safetensors": read_safetensors}
+def read_npz(path: str) -> dict[str, np.ndarray]:
+    """A flat `.npz` (Google ViT files); pickled objects are refused."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise CheckpointError(f"cannot read {path} as npz: {e}") from e
+
+
+def read_torch(path: str) -> dict[str, np.ndarray]:
+    """A PyTorch pickle (`.pth`, `.bin`, `.pyth`, `.pt`): tensors only, no arbitrary objects."""
+    from vidmix.checkpoints.torch_pickle import read_torch_file
+
+    return read_torch_file(path)
+
+
+READERS = {".safetensors": read_safetensors, ".npz": read_npz, ".pth": read_torch,
+           ".bin": read_torch, ".pyth": read_torch, ".pt": read_torch}
+# Wrappers around the weights in training checkpoints: kept, and stripped.
+WRAPPERS = ("model_state.", "state_dict.", "model_ema.", "module.")
 
 
 def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a weight file, chosen by its extension (a directory: its `model.safetensors`)."""
+    """Read a weight file, chosen by its extension (a directory: its `model.safetensors`).
+
+    Training checkpoints keep the weights under `model_state` (PySlowFast) or `state_dict`:
+    then only those are returned, unwrapped (optimizer state and the rest are not weights).
+    """
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, "model.safetensors")
@@ -33,4 +57,9 @@ def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if ext not in READERS:
         raise CheckpointError(f"cannot read {path}: unknown file type {ext!r}; readable: "
                               f"{', '.join(READERS)}")
-    return READERS[ext](path)
+    tensors = READERS[ext](path)
+    for wrapper in WRAPPERS:
+        inner = {k[len(wrapper):]: v for k, v in tensors.items() if k.startswith(wrapper)}
+        if inner:
+            tensors = inner
+    return tensors

@@ -1,0 +1,60 @@
+"""Image ViTs with PyTorch names: timm (`blocks.{i}.attn.qkv`) and Hugging Face `ViTModel`."""
+
+from __future__ import annotations
+
+import re
+import types
+
+import numpy as np
+
+from vidmix.checkpoints.formats.renaming import rename, strip_prefix
+
+
+def _timm_detect(keys) -> bool:
+    return "patch_embed.proj.weight" in keys and "blocks.0.attn.qkv.weight" in keys
+
+
+timm = types.SimpleNamespace(detect=_timm_detect, to_canonical=dict)
+
+_HF_RULES = [
+    (r"^embeddings\.cls_token$", "cls_token"),
+    (r"^embeddings\.position_embeddings$", "pos_embed"),
+    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
+    (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
+    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
+    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2."),
+    (r"^layernorm\.", "norm."),
+    (r"^pooler\.dense\.", "pre_logits.fc."),
+    (r"^classifier\.", "head."),
+]
+_QKV = re.compile(r"^encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.(weight|bias)$")
+
+
+def _hf_detect(keys) -> bool:
+    return any(_QKV.match(k.removeprefix("vit.")) for k in keys)
+
+
+def _hf(tensors: dict) -> dict:
+    tensors = strip_prefix(tensors, "vit.")
+    qkv: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    rest = {}
+    for key, value in tensors.items():
+        m = _QKV.match(key)
+        if m:
+            qkv.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
+        else:
+            rest[key] = value
+    out = rename(rest, _HF_RULES)
+    for (i, kind), parts in qkv.items():
+        if set(parts) != {"query", "key", "value"}:  # leave the parts to be reported by name
+            out.update({f"encoder.layer.{i}.attention.attention.{p}.{kind}": v
+                        for p, v in parts.items()})
+            continue
+        out[f"blocks.{i}.attn.qkv.{kind}"] = np.concatenate(
+            [parts["query"], parts["key"], parts["value"]], axis=0)
+    return out
+
+
+hugging_face = types.SimpleNamespace(detect=_hf_detect, to_canonical=_hf)
