@@ -112,7 +112,6 @@ HEAD_KEYS = ("head.", "pre_logits.", "consensus.", "new_fc.", "fc_norm.")
 
 def _head(cfg: VideoViTConfig, keys) -> tuple[Mapping, str]:
     """The head's mapping, or a fresh head; returns (mapping, why the source head is unused)."""
-    c, d = cfg.num_classes, cfg.width
     fresh = lambda why: ({}, why)
     if cfg.head == "temporal_attention":
         if "consensus.cls_token" not in keys:

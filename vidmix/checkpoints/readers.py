@@ -43,14 +43,18 @@ WRAPPERS = ("model_state.", "state_dict.", "model_ema.", "module.")
 
 
 def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a weight file, chosen by its extension (a directory: its `model.safetensors`).
+    """Read a weight file, chosen by its extension (a folder: its HF `model.safetensors`/`.bin`).
 
     Training checkpoints keep the weights under `model_state` (PySlowFast) or `state_dict`:
     then only those are returned, unwrapped (optimizer state and the rest are not weights).
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.safetensors")
+    if os.path.isdir(path):  # a Hugging Face model folder
+        found = [os.path.join(path, f) for f in ("model.safetensors", "pytorch_model.bin")
+                 if os.path.exists(os.path.join(path, f))]
+        if not found:
+            raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {path}")
+        path = found[0]
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint file at {path}")
     ext = os.path.splitext(path)[1].lower()

@@ -28,8 +28,15 @@ _HF_RULES = [
     (r"^layernorm\.", "norm."),
     (r"^pooler\.dense\.", "pre_logits.fc."),
     (r"^classifier\.", "head."),
+    # transformers >= 5 in memory (`model.state_dict()`); its saved files keep the names above.
+    (r"^layers\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
+    (r"^layers\.(\d+)\.attention\.o_proj\.", r"blocks.\1.attn.proj."),
+    (r"^layers\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
+    (r"^layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."),
 ]
-_QKV = re.compile(r"^encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.(weight|bias)$")
+_QKV = re.compile(r"^(?:encoder\.layer|layers)\.(\d+)\.attention\.(?:attention\.)?"
+                  r"(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)$")
+_PART = {"q_proj": "query", "k_proj": "key", "v_proj": "value"}
 
 
 def _hf_detect(keys) -> bool:
@@ -43,7 +50,8 @@ def _hf(tensors: dict) -> dict:
     for key, value in tensors.items():
         m = _QKV.match(key)
         if m:
-            qkv.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
+            part = _PART.get(m.group(2), m.group(2))
+            qkv.setdefault((m.group(1), m.group(3)), {})[part] = value
         else:
             rest[key] = value
     out = rename(rest, _HF_RULES)

@@ -1,4 +1,4 @@
-"""XViT's official release (PySlowFast `.pth`: `model_state` with `base_model.` and `consensus.`)."""
+"""XViT's official release: PySlowFast `.pth`, `model_state` with `base_model.`, `consensus.`."""
 
 from __future__ import annotations
 
