@@ -107,7 +107,7 @@ def _temporal_branch(dst: str, src: str, keys) -> Mapping:
             f"{dst}/temporal_fc/bias": zeros("temporal_fc starts at zero")}
 
 
-HEAD_KEYS = ("head.", "pre_logits.", "consensus.", "new_fc.", "fc_norm.")
+HEAD_KEYS = ("head.", "pre_logits.", "consensus.", "new_fc.")
 
 
 def _head(cfg: VideoViTConfig, keys) -> tuple[Mapping, str]:
