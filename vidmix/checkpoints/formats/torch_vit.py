@@ -7,7 +7,7 @@ import types
 
 import numpy as np
 
-from vidmix.checkpoints.formats.renaming import rename, strip_prefix
+from vidmix.checkpoints.formats.renaming import HF_VIT_RULES, rename, strip_prefix
 
 
 def _timm_detect(keys) -> bool:
@@ -16,18 +16,8 @@ def _timm_detect(keys) -> bool:
 
 timm = types.SimpleNamespace(detect=_timm_detect, to_canonical=dict)
 
-_HF_RULES = [
-    (r"^embeddings\.cls_token$", "cls_token"),
-    (r"^embeddings\.position_embeddings$", "pos_embed"),
-    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-    (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
-    (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
-    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
-    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2."),
-    (r"^layernorm\.", "norm."),
+_HF_RULES = HF_VIT_RULES + [
     (r"^pooler\.dense\.", "pre_logits.fc."),
-    (r"^classifier\.", "head."),
     # transformers >= 5 in memory (`model.state_dict()`); its saved files keep the names above.
     (r"^layers\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
     (r"^layers\.(\d+)\.attention\.o_proj\.", r"blocks.\1.attn.proj."),
