@@ -24,10 +24,10 @@ import numpy as np
 
 from vidmix.checkpoints.mapping import (
     Mapping,
-    Source,
     conv_kernel,
     keep,
     linear_kernel,
+    squeeze_leading,
     take,
     zeros,
 )
@@ -66,12 +66,6 @@ def patch_kernel(weight: np.ndarray, tubelet: int, inflate: str) -> np.ndarray:
     inflated = np.zeros((tubelet, *kernel.shape), kernel.dtype)  # "central frame" (ViViT)
     inflated[tubelet // 2] = kernel
     return inflated
-
-
-def _squeeze(x):
-    while x.ndim > 2 and x.shape[0] == 1:
-        x = x[0]
-    return x
 
 
 def _linear(dst: str, src: str, bias: bool = True) -> Mapping:
@@ -138,9 +132,10 @@ def mapping(cfg: VideoViTConfig, tensors: dict, params, *, inflate: str = "avera
                                             lambda w: patch_kernel(w, cfg.tubelet_size, inflate)),
         "backbone/patch_embed/bias": take("patch_embed.proj.bias"),
         "backbone/cls_token": take("cls_token", lambda x: x.reshape(-1)),
-        "backbone/pos_embed": take("pos_embed", lambda x: resize_pos_embed(_squeeze(x), cfg.grid)),
+        "backbone/pos_embed": take("pos_embed",
+                                   lambda x: resize_pos_embed(squeeze_leading(x), cfg.grid)),
         "backbone/temporal_embed": (
-            take("time_embed", lambda x: resize_time_embed(_squeeze(x), cfg.embed_slots))
+            take("time_embed", lambda x: resize_time_embed(squeeze_leading(x), cfg.embed_slots))
             if "time_embed" in keys else zeros("temporal embedding starts at zero")),
         **_norm("backbone/norm", "norm"),
     }
@@ -149,11 +144,11 @@ def mapping(cfg: VideoViTConfig, tensors: dict, params, *, inflate: str = "avera
         if cfg.attention == "divided":
             m.update(_temporal_branch(f"backbone/blocks/{i}", f"blocks.{i}", keys))
     head, why = _head(cfg, keys)
-    expected = (cfg.num_classes, cfg.width)
-    classifier = [s.keys[0] for n, s in head.items() if n == "head/classifier/kernel"]
-    if classifier and tuple(tensors[classifier[0]].shape) != expected:
-        why = (f"the checkpoint's classifier has {tensors[classifier[0]].shape[0]} classes, the "
-               f"model {cfg.num_classes}: new classifier")
+    classifier = head.get("head/classifier/kernel")
+    source_classes = classifier and tensors[classifier.keys[0]].shape[0]
+    if classifier and source_classes != cfg.num_classes:
+        why = (f"the checkpoint's classifier has {source_classes} classes, the model "
+               f"{cfg.num_classes}: new classifier")
         head = {n: s for n, s in head.items() if not n.startswith("head/classifier/")}
     m.update(head)
     m.update({n: keep(why) for n in params if n.startswith("head/") and n not in m})
@@ -161,5 +156,5 @@ def mapping(cfg: VideoViTConfig, tensors: dict, params, *, inflate: str = "avera
     return {n: s for n, s in m.items() if n in params}, dropped
 
 
-__all__ = ["INFLATIONS", "Source", "mapping", "patch_kernel", "resize_pos_embed",
+__all__ = ["INFLATIONS", "mapping", "patch_kernel", "resize_pos_embed",
            "resize_time_embed"]

@@ -52,10 +52,6 @@ Mapping = dict[str, Source]
 
 
 # Transforms from PyTorch layouts --------------------------------------------------------------
-def identity(x):
-    return x
-
-
 def linear_kernel(w):
     """torch Linear weight (out, in) -> Dense kernel (in, out)."""
     return w.T
@@ -67,8 +63,8 @@ def conv_kernel(w):
 
 
 def squeeze_leading(x):
-    """(1, ..., D) -> (..., D): PyTorch keeps a batch axis on tokens and embeddings."""
-    while x.ndim > 1 and x.shape[0] == 1:
+    """(1, ..., n, D) -> (n, D): PyTorch keeps batch axes on tokens and embeddings."""
+    while x.ndim > 2 and x.shape[0] == 1:
         x = x[0]
     return x
 
