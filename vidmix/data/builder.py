@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as futures
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+from array_record.python import array_record_module
 
 from vidmix.data.examples import make_example
 from vidmix.data.sources import KINDS, Plan
@@ -135,6 +137,28 @@ def _isolated(fn, item, ctx):
             return item, None, "the decoder process crashed on this file"
 
 
+@contextlib.contextmanager
+def _uncompressed_array_records():
+    """TFDS writes ArrayRecord with the library's default brotli compression, which gains ~4% on
+    JPEG frames and costs ~11 ms per 7 MB record read (measured: 14.0 vs 2.6 ms). During our
+    builds the records are written uncompressed; readers need no option (it is in the file)."""
+    adapter = tfds.core.file_adapters.ArrayRecordFileAdapter
+    original = adapter.__dict__["write_examples"]
+
+    def write_examples(cls, path, iterator):
+        writer = array_record_module.ArrayRecordWriter(os.fspath(path),
+                                                       "group_size:1,uncompressed")
+        for _, serialized in iterator:
+            writer.write(serialized)
+        writer.close()
+
+    adapter.write_examples = classmethod(write_examples)
+    try:
+        yield
+    finally:
+        adapter.write_examples = original
+
+
 def build_dataset(kind: str, source, data_dir, *, short_side: int | None = None,
                   fps: float | None = None, quality: int = 90, num_workers: int | None = None,
                   overwrite: bool = False, **options) -> BuildReport:
@@ -162,7 +186,8 @@ def build_dataset(kind: str, source, data_dir, *, short_side: int | None = None,
             log.info("%s already built; reusing it (overwrite=True rebuilds)", out)
             return load_report(out)
         shutil.rmtree(out)
-    builder.download_and_prepare()
+    with _uncompressed_array_records():
+        builder.download_and_prepare()
     splits = {s: builder.info.splits[s].num_examples for s in builder.info.splits}
     report = BuildReport(str(out), sum(splits.values()), splits, plan.class_names,
                          builder.skipped, time.time() - start)

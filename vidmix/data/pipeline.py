@@ -90,7 +90,7 @@ def stored_frames(record, indices, min_size=None):
     return [decode.decode_jpeg(record["frames"][i], min_size) for i in indices]
 
 
-def _finish(frames, opts: ClipOptions, rng=None):
+def finish_clip(frames, opts: ClipOptions, rng=None):
     """uint8 frames -> normalised (T, H, W, 3) array: (x / 255 - mean) / std, in two passes."""
     video = np.stack([np.asarray(f) for f in frames])
     std = np.asarray(opts.std, np.float32)
@@ -112,7 +112,7 @@ def train_clip(record, rng: np.random.Generator, opts: ClipOptions):
     if opts.rand_augment_ops:
         frames = augment.rand_augment(frames, rng, opts.rand_augment_ops,
                                       opts.rand_augment_magnitude)
-    return _finish(frames, opts, rng)
+    return finish_clip(frames, opts, rng)
 
 
 def test_view(record, view: int, opts: ClipOptions):
@@ -123,7 +123,7 @@ def test_view(record, view: int, opts: ClipOptions):
                                                   opts.num_clips)[clip]
     box = augment.test_boxes(*hw, opts.image_size, opts.num_crops)[crop]
     frames = stored_frames(record, indices, augment.draft_size(box, opts.image_size, hw))
-    return _finish(augment.crop_resize(frames, box, opts.image_size, hw), opts)
+    return finish_clip(augment.crop_resize(frames, box, opts.image_size, hw), opts)
 
 
 # ---- grain pieces ---------------------------------------------------------------------------

