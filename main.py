@@ -1,24 +1,34 @@
 """vidmix's entry point.
 
-    python main.py                                   # the built-in default (configs/default.py)
-    python main.py --config=configs/default.py:16    # config files take an argument after ':'
-    python main.py --config.zoo.models=xvit_b16,vit_b16 --mode=zoo
+    python main.py                      # the demo: synthetic data, a small XViT, a few CPU minutes
+    python main.py --config=configs/xvit_k400.py:16 --workdir=/runs/xvit16 --mode=train
+    python main.py --config=configs/default.py --workdir=runs/default --mode=eval
+    python main.py --workdir=runs/default --mode=predict --video=clip.mp4
+    python main.py --mode=zoo --config.zoo.models=xvit_b16,vit_b16
 
-Modes: zoo (print the presets with parameters and GFLOPs per view).
+Modes: train (resumes from the workdir), eval (multi-view, latest checkpoint), predict (top-k
+labels of one video), zoo (presets with parameters and GFLOPs per view). With several processes
+(e.g. a TPU pod slice) `jax.distributed.initialize()` is called first.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 config_flags.DEFINE_config_file("config", os.path.join(_HERE, "configs", "default.py"),
                                 "Config file, optionally with an argument: path.py:arg.",
                                 lock_config=True)
-flags.DEFINE_string("workdir", None, "Where logs and checkpoints go.")
+flags.DEFINE_string("workdir", None, "Where logs and checkpoints go (default: runs/<config>).")
+flags.DEFINE_string("video", None, "--mode=predict: the video file.")
+flags.DEFINE_bool("distributed", False, "Several processes (hosts): call "
+                  "jax.distributed.initialize() first (TPU pods and SLURM/GPU clusters configure "
+                  "it from the environment).")
 flags.DEFINE_string("mode", None, "What to run; default: the config's `mode`.")
 FLAGS = flags.FLAGS
 
@@ -30,7 +40,44 @@ def run_zoo(config, workdir):
     print(zoo_table(names, num_frames=config.zoo.num_frames, image_size=config.zoo.image_size))
 
 
-MODES = {"zoo": run_zoo}
+def run_train(config, workdir):
+    from vidmix.training.trainer import train
+
+    metrics = train(config, workdir)
+    if metrics is not None:
+        _print_metrics(metrics, config)
+    print(f"logs, checkpoints and curves.png are in {os.path.abspath(workdir)}")
+
+
+def run_eval(config, workdir):
+    from vidmix.training.trainer import evaluate
+
+    _print_metrics(evaluate(config, workdir), config)
+
+
+def run_predict(config, workdir):
+    from vidmix.training.predict import predict
+
+    for name, prob in predict(config, workdir, FLAGS.video or config.predict.video):
+        print(f"{prob:7.2%}  {name}")
+
+
+def _print_metrics(m, config):
+    views = f"{config.eval.num_clips}x{config.eval.num_crops} views"
+    print(f"eval ({m['num_videos']} videos, {views}): top-1 {m['top1']:.2%}, "
+          f"top-5 {m['top5']:.2%}, mean class accuracy {m['mean_class_accuracy']:.2%}")
+
+
+MODES = {"train": run_train, "eval": run_eval, "predict": run_predict, "zoo": run_zoo}
+
+
+def default_workdir() -> str:
+    """runs/<config file name>[_<config argument>]."""
+    flag = FLAGS["config"]
+    name = os.path.splitext(os.path.basename(config_flags.get_config_filename(flag)))[0]
+    raw = flag.serialize().split("=", 1)[-1]
+    arg = raw.split(":", 1)[1] if ":" in raw else ""
+    return os.path.join("runs", name + (f"_{arg}" if arg else ""))
 
 
 def main(argv):
@@ -40,7 +87,16 @@ def main(argv):
     mode = FLAGS.mode or config.mode
     if mode not in MODES:
         raise app.UsageError(f"unknown --mode={mode!r}; modes: {', '.join(MODES)}")
-    MODES[mode](config, FLAGS.workdir)
+    if FLAGS.distributed:
+        import jax
+
+        jax.distributed.initialize()  # coordinator, process count and id from the environment
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax / tfds chatter
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("vidmix").addHandler(handler)
+    logging.getLogger("vidmix").setLevel(logging.INFO)
+    MODES[mode](config, FLAGS.workdir or default_workdir())
 
 
 if __name__ == "__main__":

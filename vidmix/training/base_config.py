@@ -1,0 +1,91 @@
+"""Every key a run config has, with defaults. Config files start from `base_config()` and change
+what their recipe says; an unknown key (a typo) fails at start-up because the dict is locked."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.mode = "train"
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "xvit_b16"  # a preset of vidmix.list_models()
+    # any VideoViTConfig field; num_frames / image_size come from config.data, num_classes from
+    # the dataset
+    c.model.overrides = ml_collections.ConfigDict()
+
+    c.init = ml_collections.ConfigDict()  # initial weights through vidmix.load_weights
+    c.init.path = ""  # "" = random initialisation
+    c.init.format = "auto"
+    c.init.ignore = ()
+    c.init.inflate = "average"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.kind = "synthetic"  # how data.dir was built (vidmix.data.build_dataset kinds)
+    c.data.dir = "~/vidmix_data/synthetic_direction"
+    c.data.build = ml_collections.ConfigDict(  # only for kind "synthetic": generated if absent
+        dict(task="direction", num_train=512, num_val=128, num_frames=16, size=64, seed=0,
+             num_workers=2))
+    c.data.train_split = "train"
+    c.data.eval_split = "val"
+    c.data.num_frames = 8
+    c.data.image_size = 224
+    c.data.sampling = "dense"  # or "segment" (TSN)
+    c.data.stride = 2
+    c.data.crop = "jitter"  # jitter | rrc | multiscale
+    c.data.crop_kwargs = ml_collections.ConfigDict()  # e.g. scale=(256, 320)
+    c.data.flip = ml_collections.config_dict.placeholder(bool)  # None: the dataset decides
+    c.data.rand_augment_ops = 0
+    c.data.random_erasing = 0.0
+    c.data.mixup = 0.0
+    c.data.cutmix = 0.0
+    c.data.mean = (0.5, 0.5, 0.5)  # the pretrained weights' input normalisation
+    c.data.std = (0.5, 0.5, 0.5)
+    c.data.dtype = "float32"
+    c.data.worker_count = 0
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 64  # global, over all processes
+    c.train.num_steps = 1000
+    c.train.optimizer = "sgd"  # sgd | adamw
+    c.train.learning_rate = 0.03
+    c.train.momentum = 0.9
+    c.train.nesterov = True
+    c.train.b1 = 0.9
+    c.train.b2 = 0.999
+    c.train.weight_decay = 0.0
+    c.train.decay_mask = "matrices"  # all | all_but_head_bias | matrices
+    c.train.schedule = "cosine"  # cosine | step | constant
+    c.train.warmup_steps = 0
+    c.train.warmup_init = 0.0  # warm-up starts at this fraction of the learning rate
+    c.train.step_boundaries = (0.7, 0.9)  # schedule "step": fractions of training
+    c.train.step_factor = 0.1
+    c.train.grad_clip = 0.0  # global norm; 0 = off
+    c.train.accum_steps = 1
+    c.train.label_smoothing = 0.0
+    c.train.log_every = 10
+    c.train.checkpoint_every = 200
+    c.train.keep_checkpoints = 3
+    c.train.debug_kill_at_step = 0  # tests only: SIGKILL the process after this step's save
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 64
+    c.eval.num_clips = 1
+    c.eval.num_crops = 1
+    c.eval.combine = "sum_logits"  # sum_logits | mean_softmax
+    c.eval.every = 0  # steps; 0 = only at the end
+    c.eval.confusion_max_classes = 20
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # -1: all devices not used by fsdp
+    c.mesh.fsdp = 1
+    c.mesh.fsdp_min_size = 2**18  # parameters smaller than this are replicated
+
+    c.predict = ml_collections.ConfigDict()
+    c.predict.video = ""
+    c.predict.top_k = 5
+    c.zoo = ml_collections.ConfigDict(dict(models="", num_frames=8, image_size=224))
+    return c

@@ -1,0 +1,65 @@
+"""The device mesh and how arrays are laid out on it.
+
+Two axes: `data` (pure data parallelism) and `fsdp` (data parallelism whose replicas also split the
+large parameters and their optimiser state). A batch is split over both axes; a parameter with at
+least `fsdp_min_size` elements is split over `fsdp` along its largest divisible dimension, smaller
+ones are replicated. With fsdp=1 this is plain data parallelism.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+BATCH_AXES = ("data", "fsdp")
+
+
+def make_mesh(data: int = -1, fsdp: int = 1) -> Mesh:
+    """data=-1: every device not used by fsdp."""
+    n = jax.device_count()
+    if fsdp < 1 or n % fsdp:
+        raise ValueError(f"config.mesh.fsdp={fsdp} must divide the {n} devices")
+    data = n // fsdp if data == -1 else data
+    if data * fsdp != n:
+        raise ValueError(f"config.mesh data={data} x fsdp={fsdp} = {data * fsdp} devices, but "
+                         f"there are {n}; set config.mesh.data=-1 or make the product {n}")
+    devices = np.asarray(jax.devices()).reshape(data, fsdp)
+    return Mesh(devices, ("data", "fsdp"))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def param_spec(shape, fsdp: int, min_size: int) -> P:
+    if fsdp == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+        return P()
+    dims = sorted(range(len(shape)), key=lambda d: -shape[d])
+    for d in dims:
+        if shape[d] % fsdp == 0:
+            return P(*[("fsdp" if i == d else None) for i in range(len(shape))])
+    return P()
+
+
+def state_shardings(abstract_state, mesh: Mesh, min_size: int = 2**18):
+    """NamedShardings for a pytree of abstract arrays (parameters and optimiser state alike)."""
+    fsdp = mesh.shape["fsdp"]
+
+    def one(x):
+        shape = getattr(x, "shape", ())
+        return NamedSharding(mesh, param_spec(shape, fsdp, min_size))
+
+    return jax.tree.map(one, abstract_state)
+
+
+def global_batch(batch: dict, mesh: Mesh) -> dict:
+    """This process's numpy batch -> global arrays split over (data, fsdp) across all hosts."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in batch.items()}

@@ -1,0 +1,62 @@
+"""Predict the top-k labels of one video file with a trained run's latest checkpoint.
+
+The video goes through exactly the evaluation path: decoded with PyAV, resized to the dataset's
+short side, stored-frame JPEG round trip (what training saw), the config's K clips x S crops,
+scores combined per the config, then a softmax.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from vidmix.data import decode
+from vidmix.data.pipeline import ClipOptions, test_view
+from vidmix.training import evaluate as ev
+from vidmix.training import mesh as mesh_lib
+from vidmix.training.checkpointing import Checkpoints, abstract_like
+from vidmix.training.trainer import _eval_step_fn, loader_options, setup
+
+
+def video_record(path, short_side: int | None) -> dict:
+    decoded = decode.read_video(path, short_side=short_side)
+    frames = [decode.encode_jpeg(f) for f in decoded.frames]
+    return {"frames": frames, "num_frames": len(frames), "height": decoded.frames[0].height,
+            "width": decoded.frames[0].width}
+
+
+def predict(config, workdir: str, video: str) -> list[tuple[str, float]]:
+    if not video or not os.path.isfile(video):
+        raise FileNotFoundError(f"--video={video!r} is not a file")
+    workdir = os.path.abspath(workdir)
+    exp = setup(config, workdir, for_training=False)
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), 1, 1)
+    state = checkpoints.restore_state(abstract_like(exp.state, exp.state_shardings))
+    checkpoints.close()
+    if state is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first")
+    names_file = os.path.join(workdir, "class_names.json")
+    names = json.load(open(names_file)) if os.path.exists(names_file) else exp.class_names
+    from vidmix.data import open_dataset
+
+    builder, _ = open_dataset(exp.data_dir)
+    short_side = builder.info.metadata.get("short_side") or None
+    record = video_record(video, short_side)
+    opts = ClipOptions(num_frames=config.data.num_frames, image_size=config.data.image_size,
+                       num_clips=config.eval.num_clips, num_crops=config.eval.num_crops,
+                       **loader_options(config))
+    views = np.stack([test_view(record, v, opts)
+                      for v in range(opts.num_clips * opts.num_crops)])
+    pad = -len(views) % jax.device_count()
+    batch = np.concatenate([views, np.zeros((pad,) + views.shape[1:], views.dtype)])
+    logits = np.asarray(_eval_step_fn(exp)(state["params"],
+                                           mesh_lib.global_batch({"video": batch}, exp.mesh)))
+    mask = np.r_[np.ones(len(views)), np.zeros(pad)]
+    scores, _, _ = ev.combine_views(logits, np.zeros(len(mask), int), np.zeros(len(mask), int),
+                                    mask, config.eval.combine)
+    probs = ev._softmax(scores[0]) if config.eval.combine == "sum_logits" else scores[0]
+    top = np.argsort(-probs)[: config.predict.top_k]
+    return [(names[i], float(probs[i])) for i in top]

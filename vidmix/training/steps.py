@@ -1,0 +1,75 @@
+"""The jitted train and eval steps: pure functions of (graphdef, state, batch).
+
+The model is split once into a static graphdef, its parameters, and the rest (RNG streams). A
+train state is {"params", "opt_state", "step"}; dropout and drop-path draw fresh keys from
+(seed, step) inside the step, so a run is a function of its state and data only (what makes
+bitwise resumption possible).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+
+def split_model(model):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, params, rest
+
+
+def loss_and_metrics(logits, batch, num_classes: int, label_smoothing: float):
+    """Mean cross-entropy over unmasked examples; soft `targets` (mixup) if the batch has them."""
+    if "targets" in batch:
+        targets = batch["targets"].astype(jnp.float32)
+    else:
+        targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes),
+                                      label_smoothing)
+    mask = batch["mask"].astype(jnp.float32)
+    losses = optax.softmax_cross_entropy(logits, targets)
+    count = jnp.maximum(mask.sum(), 1.0)
+    loss = (losses * mask).sum() / count
+    correct = (logits.argmax(-1) == batch["label"]).astype(jnp.float32)
+    return loss, {"loss": loss, "accuracy": (correct * mask).sum() / count}
+
+
+def make_train_step(graphdef, tx, *, num_classes: int, label_smoothing: float = 0.0,
+                    seed: int = 0, stochastic: bool = False):
+    """train_step(state, batch, rest) -> (state, metrics); `rest` is the model's non-parameter
+    state (RNG streams), passed in rather than closed over so NNX sees it at the step's trace
+    level. A non-finite loss leaves the state unchanged (except the step count) and is reported
+    in metrics["finite"]."""
+    base_key = jax.random.key(seed)
+
+    def train_step(state, batch, rest):
+        model = nnx.merge(graphdef, state["params"], rest)
+        if stochastic:
+            nnx.reseed(model, dropout=jax.random.fold_in(base_key, state["step"]))
+
+        def loss_fn(model):
+            logits = model(batch["video"], train=True)
+            return loss_and_metrics(logits, batch, num_classes, label_smoothing)
+
+        grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
+        (loss, metrics), grads = grad_fn(model)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        finite = jnp.isfinite(loss)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        new_state = {"params": keep(params, state["params"]),
+                     "opt_state": keep(opt_state, state["opt_state"]),
+                     "step": state["step"] + 1}
+        metrics.update(grad_norm=optax.global_norm(grads), finite=finite.astype(jnp.int32))
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(graphdef):
+    """eval_step(params, batch, rest) -> logits (B, classes), fp32."""
+
+    def eval_step(params, batch, rest):
+        return nnx.merge(graphdef, params, rest)(batch["video"], train=False)
+
+    return eval_step

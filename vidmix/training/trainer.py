@@ -1,0 +1,314 @@
+"""The training program: `train(config, workdir)` and `evaluate(config, workdir)`.
+
+One jitted step over a (data, fsdp) mesh, the same code on one CPU, 8 devices or many hosts. The
+workdir holds everything a run needs to resume: orbax checkpoints (train state + each process's
+data-iterator state), `config.json`, `class_names.json`, `metrics.jsonl`, TensorBoard files and,
+at the end, `curves.png` (and `confusion.png` for small label sets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from vidmix.data import build_dataset, make_loader, open_dataset
+from vidmix.data.pipeline import close_iterator
+from vidmix.models import create_model
+from vidmix.training import evaluate as ev
+from vidmix.training import mesh as mesh_lib
+from vidmix.training.checkpointing import Checkpoints, abstract_like
+from vidmix.training.logbook import Logbook
+from vidmix.training.optim import make_optimizer
+from vidmix.training.steps import make_eval_step, make_train_step, split_model
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+
+def dataset_dir(config) -> str:
+    return os.path.abspath(os.path.expanduser(config.data.dir))
+
+
+def ensure_dataset(config) -> str:
+    """The dataset directory; the synthetic dataset is generated if it is not there yet."""
+    path = dataset_dir(config)
+    try:
+        open_dataset(path)
+        return path
+    except FileNotFoundError:
+        if config.data.kind != "synthetic":
+            raise FileNotFoundError(
+                f"config.data.dir={config.data.dir!r} holds no built dataset. Build it first, e.g. "
+                f"python -m vidmix.data.build {config.data.kind} /path/to/videos {path}") from None
+    log.info("generating the synthetic dataset in %s", path)
+    build_dataset("synthetic", None, path, **config.data.build.to_dict())
+    return path
+
+
+def loader_options(config) -> dict:
+    d = config.data
+    return dict(sampling=d.sampling, stride=d.stride, mean=tuple(d.mean), std=tuple(d.std),
+                dtype=d.dtype)
+
+
+def train_loader(config, data_dir, per_process_batch):
+    d = config.data
+    crop_kwargs = tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v)
+                        for k, v in d.crop_kwargs.to_dict().items())
+    return make_loader(data_dir, d.train_split, d.num_frames, d.image_size, per_process_batch,
+                       train=True, seed=config.seed, worker_count=d.worker_count,
+                       flip=d.flip, mixup=d.mixup, cutmix=d.cutmix,
+                       label_smoothing=0.0, crop=d.crop, crop_kwargs=crop_kwargs,
+                       rand_augment_ops=d.rand_augment_ops, random_erasing=d.random_erasing,
+                       **loader_options(config))
+
+
+def eval_loader(config, data_dir, per_process_batch):
+    d = config.data
+    return make_loader(data_dir, d.eval_split, d.num_frames, d.image_size, per_process_batch,
+                       train=False, worker_count=d.worker_count, num_clips=config.eval.num_clips,
+                       num_crops=config.eval.num_crops, **loader_options(config))
+
+
+# ---- the experiment ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Experiment:
+    config: object
+    mesh: object
+    graphdef: object
+    rest: object
+    state: dict
+    state_shardings: dict
+    tx: object
+    class_names: list
+    data_dir: str
+    num_steps: int
+
+
+def _per_process(batch_size: int, what: str) -> int:
+    n, p = jax.device_count(), jax.process_count()
+    if batch_size % n:
+        raise ValueError(f"{what}={batch_size} must be a multiple of the {n} devices "
+                         f"({p} process(es)); e.g. {max(n, batch_size // n * n)}")
+    return batch_size // p
+
+
+def _model_overrides(config, num_classes):
+    overrides = dict(config.model.overrides.to_dict())
+    overrides.update(num_frames=config.data.num_frames, image_size=config.data.image_size)
+    wanted = overrides.setdefault("num_classes", num_classes)
+    if wanted != num_classes:
+        raise ValueError(f"config.model.overrides.num_classes={wanted} but the dataset has "
+                         f"{num_classes} classes")
+    return overrides
+
+
+def setup(config, workdir: str, *, for_training: bool = True) -> Experiment:
+    """Mesh, model (created sharded, or loaded from config.init.path), optimiser, state."""
+    data_dir = ensure_dataset(config)
+    builder, _ = open_dataset(data_dir)
+    class_names = builder.info.features["label"].names
+    mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
+    overrides = _model_overrides(config, len(class_names))
+    name = config.model.name
+
+    def make():
+        return create_model(name, rngs=nnx.Rngs(config.seed), **overrides)
+
+    graphdef, abstract_params, abstract_rest = split_model(nnx.eval_shape(make))
+    param_sh = mesh_lib.state_shardings(abstract_params, mesh, config.mesh.fsdp_min_size)
+    if config.init.path:
+        from vidmix.checkpoints import load_weights
+
+        model = make()  # on the host's default device, then split over the mesh
+        load_weights(model, os.path.expanduser(config.init.path), format=config.init.format,
+                     ignore=tuple(config.init.ignore), inflate=config.init.inflate)
+        _, params, rest = split_model(model)
+        params = jax.device_put(params, param_sh)
+    else:  # created directly with its final sharding: no full copy on any one device
+        rest_sh = jax.tree.map(lambda _: mesh_lib.replicated(mesh), abstract_rest)
+        params, rest = jax.jit(lambda: split_model(make())[1:],
+                               out_shardings=(param_sh, rest_sh))()
+    num_steps = int(config.train.num_steps)
+    tx = make_optimizer(config.train, params, num_steps)
+    opt_sh = mesh_lib.state_shardings(jax.eval_shape(tx.init, params), mesh,
+                                      config.mesh.fsdp_min_size)
+    if for_training:
+        opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+    else:  # only its shape, to restore checkpoints into
+        opt_state = jax.eval_shape(tx.init, params)
+    state = {"params": params, "opt_state": opt_state,
+             "step": jax.device_put(jnp.zeros((), jnp.int32), mesh_lib.replicated(mesh))}
+    shardings = {"params": param_sh, "opt_state": opt_sh, "step": mesh_lib.replicated(mesh)}
+    return Experiment(config, mesh, graphdef, rest, state, shardings, tx, list(class_names),
+                      data_dir, num_steps)
+
+
+def _write_run_files(exp: Experiment, workdir: str):
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(exp.config.to_json_best_effort(indent=1))
+    with open(os.path.join(workdir, "class_names.json"), "w") as f:
+        json.dump(exp.class_names, f)
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+
+
+def run_eval(exp: Experiment, params, eval_step, loader) -> tuple[dict, tuple]:
+    logits, ids, labels, masks = [], [], [], []
+    it = iter(loader)
+    try:
+        for batch in it:
+            out = eval_step(params, mesh_lib.global_batch({"video": batch["video"]}, exp.mesh))
+            logits.append(multihost_utils.process_allgather(out, tiled=True))
+            for dst, key in ((ids, "video_id"), (labels, "label"), (masks, "mask")):
+                dst.append(multihost_utils.process_allgather(batch[key], tiled=True))
+    finally:
+        close_iterator(it)
+    scores, video_labels, _ = ev.combine_views(np.concatenate(logits), np.concatenate(ids),
+                                               np.concatenate(labels), np.concatenate(masks),
+                                               exp.config.eval.combine)
+    return ev.video_metrics(scores, video_labels), (scores, video_labels)
+
+
+def _eval_step_fn(exp):
+    step = jax.jit(make_eval_step(exp.graphdef))
+    return lambda params, batch: step(params, batch, exp.rest)
+
+
+def _finish_eval(exp, workdir, metrics, scores_labels):
+    if jax.process_index() == 0 and len(exp.class_names) <= exp.config.eval.confusion_max_classes:
+        cm = ev.confusion_matrix(*scores_labels, len(exp.class_names))
+        ev.plot_confusion(cm, exp.class_names, os.path.join(workdir, "confusion.png"))
+    return metrics
+
+
+# ---- training ---------------------------------------------------------------------------------
+
+
+def train(config, workdir: str) -> dict:
+    """Trains (resuming from the workdir's latest checkpoint), evaluates, returns the metrics."""
+    from tqdm import tqdm
+
+    workdir = os.path.abspath(workdir)
+    exp = setup(config, workdir)
+    _write_run_files(exp, workdir)
+    per_process = _per_process(config.train.batch_size, "config.train.batch_size")
+    eval_per_process = _per_process(config.eval.batch_size, "config.eval.batch_size")
+    loader = train_loader(config, exp.data_dir, per_process)
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), config.train.checkpoint_every,
+                              config.train.keep_checkpoints)
+    it = iter(loader)
+    state = exp.state
+    restored = checkpoints.restore_latest(state, exp.state_shardings, it)
+    if restored is not None:
+        state = restored
+        log.info("resumed from step %d in %s", int(state["step"]), checkpoints.directory)
+    start = int(state["step"])
+    stochastic = bool(config.model.overrides.get("drop_path_rate", 0)
+                      or config.model.overrides.get("dropout_rate", 0)
+                      or config.model.overrides.get("head_dropout_rate", 0))
+    step_fn = jax.jit(make_train_step(exp.graphdef, exp.tx,
+                                      num_classes=len(exp.class_names),
+                                      label_smoothing=config.train.label_smoothing,
+                                      seed=config.seed, stochastic=stochastic),
+                      out_shardings=(exp.state_shardings, None), donate_argnums=0)
+    eval_fn = _eval_step_fn(exp)
+    logbook = Logbook(workdir)
+    stop = {"signal": None}
+    previous = signal.signal(signal.SIGTERM, lambda s, f: stop.update(signal=s))
+    bar = tqdm(total=exp.num_steps, initial=start, disable=jax.process_index() != 0,
+               desc="train", dynamic_ncols=True)
+    metrics_sum, count, tick = None, 0, time.perf_counter()
+    eval_metrics = None
+    try:
+        for step in range(start + 1, exp.num_steps + 1):
+            batch = mesh_lib.global_batch(next(it), exp.mesh)
+            state, metrics = step_fn(state, batch, exp.rest)
+            metrics_sum = metrics if metrics_sum is None else jax.tree.map(
+                jnp.add, metrics_sum, metrics)
+            count += 1
+            last = step == exp.num_steps
+            if step % config.train.log_every == 0 or last or checkpoints.due(step):
+                host = jax.device_get(metrics_sum)
+                if int(host.pop("finite")) != count:
+                    raise NonFiniteLossError(
+                        f"the loss became NaN or Inf between steps {step - count + 1} and {step} "
+                        f"(those updates were skipped); the last good checkpoint is step "
+                        f"{checkpoints.latest_step()} in {checkpoints.directory}. Lower "
+                        "config.train.learning_rate or set config.train.grad_clip.")
+                elapsed = time.perf_counter() - tick
+                row = {k: v / count for k, v in host.items()}
+                row["clips_per_s"] = count * config.train.batch_size / elapsed
+                logbook.write(step, "train", row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{row['clips_per_s']:.1f}")
+                metrics_sum, count, tick = None, 0, time.perf_counter()
+            bar.update(1)
+            checkpoints.maybe_save(step, state, it, force=last or stop["signal"] is not None)
+            if config.train.debug_kill_at_step and step == config.train.debug_kill_at_step:
+                checkpoints.wait()
+                os.kill(os.getpid(), signal.SIGKILL)  # tests: die like a preempted machine
+            if stop["signal"] is not None:
+                log.warning("SIGTERM: saved step %d, stopping; rerun to resume", step)
+                break
+            if config.eval.every and step % config.eval.every == 0 and not last:
+                eval_metrics, _ = run_eval(exp, state["params"], eval_fn,
+                                           eval_loader(config, exp.data_dir, eval_per_process))
+                logbook.write(step, "eval", eval_metrics)
+    finally:
+        bar.close()
+        checkpoints.wait()
+        close_iterator(it)
+        signal.signal(signal.SIGTERM, previous)
+    if stop["signal"] is None:
+        eval_metrics, scores = run_eval(exp, state["params"], eval_fn,
+                                        eval_loader(config, exp.data_dir, eval_per_process))
+        logbook.write(int(state["step"]), "eval", eval_metrics)
+        _finish_eval(exp, workdir, eval_metrics, scores)
+    logbook.plot()
+    logbook.close()
+    checkpoints.close()
+    return eval_metrics
+
+
+def evaluate(config, workdir: str) -> dict:
+    """Evaluates the workdir's latest checkpoint with the config's views."""
+    workdir = os.path.abspath(workdir)
+    exp = setup(config, workdir, for_training=False)
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), 1, 1)
+    state = checkpoints.restore_state(abstract_like(exp.state, exp.state_shardings))
+    if state is None:
+        raise FileNotFoundError(f"no checkpoint in {checkpoints.directory}; train first "
+                                f"(--mode=train --workdir={workdir})")
+    per_process = _per_process(config.eval.batch_size, "config.eval.batch_size")
+    metrics, scores = run_eval(exp, state["params"], _eval_step_fn(exp),
+                               eval_loader(config, exp.data_dir, per_process))
+    checkpoints.close()
+    return _finish_eval(exp, workdir, metrics, scores)
+
+
+def steps_per_epoch(num_videos: int, batch_size: int) -> int:
+    return max(1, math.floor(num_videos / batch_size))
