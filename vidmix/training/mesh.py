@@ -16,17 +16,17 @@ from jax.sharding import PartitionSpec as P
 BATCH_AXES = ("data", "fsdp")
 
 
-def make_mesh(data: int = -1, fsdp: int = 1) -> Mesh:
-    """data=-1: every device not used by fsdp."""
-    n = jax.device_count()
+def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
+    """data=-1: every device not used by fsdp. devices: default all (of every process)."""
+    devices = jax.devices() if devices is None else list(devices)
+    n = len(devices)
     if fsdp < 1 or n % fsdp:
         raise ValueError(f"config.mesh.fsdp={fsdp} must divide the {n} devices")
     data = n // fsdp if data == -1 else data
     if data * fsdp != n:
         raise ValueError(f"config.mesh data={data} x fsdp={fsdp} = {data * fsdp} devices, but "
                          f"there are {n}; set config.mesh.data=-1 or make the product {n}")
-    devices = np.asarray(jax.devices()).reshape(data, fsdp)
-    return Mesh(devices, ("data", "fsdp"))
+    return Mesh(np.asarray(devices).reshape(data, fsdp), ("data", "fsdp"))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -60,7 +60,7 @@ def make_train_step(graphdef, tx, *, num_classes: int, label_smoothing: float = 
         new_state = {"params": keep(params, state["params"]),
                      "opt_state": keep(opt_state, state["opt_state"]),
                      "step": state["step"] + 1}
-        metrics.update(grad_norm=optax.global_norm(grads), finite=finite.astype(jnp.int32))
+        metrics.update(grad_norm=optax.tree.norm(grads), finite=finite.astype(jnp.int32))
         return new_state, metrics
 
     return train_step

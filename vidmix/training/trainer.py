@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 
 from vidmix.data import build_dataset, make_loader, open_dataset
 from vidmix.data.pipeline import close_iterator
-from vidmix.models import create_model
+from vidmix.models import create_model, model_config
 from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
 from vidmix.training.checkpointing import Checkpoints, abstract_like
@@ -76,7 +76,10 @@ def train_loader(config, data_dir, per_process_batch):
     return make_loader(data_dir, d.train_split, d.num_frames, d.image_size, per_process_batch,
                        train=True, seed=config.seed, worker_count=d.worker_count,
                        flip=d.flip, mixup=d.mixup, cutmix=d.cutmix,
-                       label_smoothing=0.0, crop=d.crop, crop_kwargs=crop_kwargs,
+                       # with mixup/cutmix the host builds soft targets, smoothing included;
+                       # otherwise the train step smooths the one-hot labels
+                       label_smoothing=config.train.label_smoothing if d.mixup or d.cutmix else 0,
+                       crop=d.crop, crop_kwargs=crop_kwargs,
                        rand_augment_ops=d.rand_augment_ops, random_erasing=d.random_erasing,
                        **loader_options(config))
 
@@ -103,10 +106,11 @@ class Experiment:
     class_names: list
     data_dir: str
     num_steps: int
+    model_config: object
 
 
-def _per_process(batch_size: int, what: str) -> int:
-    n, p = jax.device_count(), jax.process_count()
+def per_process_batch(batch_size: int, mesh, what: str) -> int:
+    n, p = mesh.size, jax.process_count()
     if batch_size % n:
         raise ValueError(f"{what}={batch_size} must be a multiple of the {n} devices "
                          f"({p} process(es)); e.g. {max(n, batch_size // n * n)}")
@@ -123,13 +127,15 @@ def _model_overrides(config, num_classes):
     return overrides
 
 
-def setup(config, workdir: str, *, for_training: bool = True) -> Experiment:
+def setup(config, workdir: str, *, for_training: bool = True, devices=None) -> Experiment:
     """Mesh, model (created sharded, or loaded from config.init.path), optimiser, state."""
     data_dir = ensure_dataset(config)
     builder, _ = open_dataset(data_dir)
     class_names = builder.info.features["label"].names
-    mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
+    mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
     overrides = _model_overrides(config, len(class_names))
+    if config.init.path and not os.path.exists(os.path.expanduser(config.init.path)):
+        raise FileNotFoundError(f"config.init.path={config.init.path!r} does not exist")
     name = config.model.name
 
     def make():
@@ -161,7 +167,7 @@ def setup(config, workdir: str, *, for_training: bool = True) -> Experiment:
              "step": jax.device_put(jnp.zeros((), jnp.int32), mesh_lib.replicated(mesh))}
     shardings = {"params": param_sh, "opt_state": opt_sh, "step": mesh_lib.replicated(mesh)}
     return Experiment(config, mesh, graphdef, rest, state, shardings, tx, list(class_names),
-                      data_dir, num_steps)
+                      data_dir, num_steps, model_config(name, **overrides))
 
 
 def _write_run_files(exp: Experiment, workdir: str):
@@ -216,8 +222,9 @@ def train(config, workdir: str) -> dict:
     workdir = os.path.abspath(workdir)
     exp = setup(config, workdir)
     _write_run_files(exp, workdir)
-    per_process = _per_process(config.train.batch_size, "config.train.batch_size")
-    eval_per_process = _per_process(config.eval.batch_size, "config.eval.batch_size")
+    per_process = per_process_batch(config.train.batch_size, exp.mesh, "config.train.batch_size")
+    eval_per_process = per_process_batch(config.eval.batch_size, exp.mesh,
+                                         "config.eval.batch_size")
     loader = train_loader(config, exp.data_dir, per_process)
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), config.train.checkpoint_every,
                               config.train.keep_checkpoints)
@@ -228,9 +235,8 @@ def train(config, workdir: str) -> dict:
         state = restored
         log.info("resumed from step %d in %s", int(state["step"]), checkpoints.directory)
     start = int(state["step"])
-    stochastic = bool(config.model.overrides.get("drop_path_rate", 0)
-                      or config.model.overrides.get("dropout_rate", 0)
-                      or config.model.overrides.get("head_dropout_rate", 0))
+    cfg = exp.model_config
+    stochastic = bool(cfg.drop_path_rate or cfg.dropout_rate or cfg.head_dropout_rate)
     step_fn = jax.jit(make_train_step(exp.graphdef, exp.tx,
                                       num_classes=len(exp.class_names),
                                       label_smoothing=config.train.label_smoothing,
@@ -303,7 +309,7 @@ def evaluate(config, workdir: str) -> dict:
     if state is None:
         raise FileNotFoundError(f"no checkpoint in {checkpoints.directory}; train first "
                                 f"(--mode=train --workdir={workdir})")
-    per_process = _per_process(config.eval.batch_size, "config.eval.batch_size")
+    per_process = per_process_batch(config.eval.batch_size, exp.mesh, "config.eval.batch_size")
     metrics, scores = run_eval(exp, state["params"], _eval_step_fn(exp),
                                eval_loader(config, exp.data_dir, per_process))
     checkpoints.close()

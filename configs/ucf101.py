@@ -1,0 +1,46 @@
+"""Any vidmix model fine-tuned on UCF101 (split 1) from an ImageNet ViT file. Argument: the
+preset (default xvit_b16; e.g. timesformer_b16, vit_b16).
+
+    python -m vidmix.data.build video_folder /videos/UCF-101 ~/vidmix_data/ucf101 \
+        -o split_files=/videos/ucfTrainTestlist -o split_id=1
+    python main.py --config=configs/ucf101.py:timesformer_b16 --workdir=/runs/ucf_tsf \
+        --config.init.path=/ckpt/ViT-B_16.npz
+
+Not a published recipe: the XViT/TimeSformer Kinetics settings scaled to UCF101's 9.5k training
+videos (SGD Nesterov 0.9, LR 0.005 at batch 32, 1 warm-up epoch, cosine over 15 epochs, weight
+decay 1e-4 on matrices only, label smoothing 0.1, jitter crop + flip, 8 frames at stride 8; test
+3 clips x 3 crops). ImageNet normalisation of the Google ViT files: mean = std = 0.5.
+"""
+
+from vidmix.training.base_config import base_config
+
+UCF101_TRAIN = 9_537  # split 1
+
+
+def get_config(arg: str | None = None):
+    c = base_config()
+    c.model.name = arg or "xvit_b16"
+    c.init.path = ""  # required: an ImageNet ViT-B/16 file (npz, timm or Hugging Face)
+    c.data.kind = "video_folder"
+    c.data.dir = "~/vidmix_data/ucf101"
+    c.data.train_split = "train"
+    c.data.eval_split = "test"
+    c.data.num_frames = 8
+    c.data.stride = 8
+    c.data.crop = "jitter"
+    c.data.worker_count = 8
+    c.train.batch_size = 32
+    epoch = UCF101_TRAIN // c.train.batch_size
+    c.train.num_steps = 15 * epoch
+    c.train.optimizer = "sgd"
+    c.train.learning_rate = 0.005
+    c.train.warmup_steps = epoch
+    c.train.weight_decay = 1e-4
+    c.train.label_smoothing = 0.1
+    c.train.checkpoint_every = 1000
+    c.train.log_every = 50
+    c.eval.batch_size = 36
+    c.eval.num_clips = 3
+    c.eval.num_crops = 3
+    c.eval.every = 5 * epoch
+    return c

