@@ -56,6 +56,13 @@ class Checkpoints:
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         return self.manager.restore(step, args=args)["state"]
 
+    def saved_state(self, step: int | None = None):
+        """A checkpoint's train state as saved (no target shardings: arrays on the default
+        device); for inspection and tests."""
+        step = self.manager.latest_step() if step is None else step
+        args = ocp.args.Composite(state=ocp.args.StandardRestore())
+        return self.manager.restore(step, args=args)["state"]
+
     def wait(self):
         self.manager.wait_until_finished()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import signal
 import time
@@ -19,7 +18,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
 
@@ -315,6 +313,3 @@ def evaluate(config, workdir: str) -> dict:
     checkpoints.close()
     return _finish_eval(exp, workdir, metrics, scores)
 
-
-def steps_per_epoch(num_videos: int, batch_size: int) -> int:
-    return max(1, math.floor(num_videos / batch_size))
