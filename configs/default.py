@@ -16,8 +16,8 @@ def get_config(arg: str | None = None):
     c.model.name = "xvit_s16"
     # a tiny XViT: 4x4 patches give the 8x8 token grid the spatial resolution to see the digit
     # move (with 8x8 patches the same budget did not learn the task)
-    c.model.overrides = dict(width=64, depth=3, num_heads=4, patch_size=4, shift_div=4,
-                             head="linear", head_dropout_rate=0.0)
+    c.model.overrides = dict(width=64, depth=3, num_heads=4, patch_size=4, head="linear",
+                             head_dropout_rate=0.0)
     if arg == "space":  # the frame-averaging baseline
         c.model.overrides.update(attention="space", temporal_embed_slots=0)
     elif arg:
@@ -30,15 +30,17 @@ def get_config(arg: str | None = None):
     c.data.crop = "rrc"
     c.data.crop_kwargs = dict(area=(0.6, 1.0))
     c.train.batch_size = 32
-    c.train.num_steps = 250
+    c.seed = 1
+    c.train.num_steps = 300
     c.train.optimizer = "adamw"
     c.train.learning_rate = 1e-3
     c.train.weight_decay = 0.05
+    c.train.decay_mask = "all"
     c.train.warmup_steps = 30
     c.train.grad_clip = 1.0
     c.train.log_every = 10
-    c.train.checkpoint_every = 125
+    c.train.checkpoint_every = 50
     c.eval.batch_size = 64
     c.eval.num_clips = 2
-    c.eval.every = 125
+    c.eval.every = 0
     return c
