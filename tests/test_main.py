@@ -15,7 +15,7 @@ def run_main(*args):
 
 
 def test_zoo_prints_params_and_gflops():
-    out = run_main("--config.zoo.models=xvit_b16,timesformer_b16")
+    out = run_main("--mode=zoo", "--config.zoo.models=xvit_b16,timesformer_b16")
     assert out.returncode == 0, out.stderr
     rows = {m.group(1): (float(m.group(2)), float(m.group(3))) for m in
             re.finditer(r"\| (\w+) \|.*\| ([\d.]+) \| ([\d.]+) \|", out.stdout)}
@@ -26,8 +26,8 @@ def test_zoo_prints_params_and_gflops():
 
 def test_bad_flags_say_what_to_fix():
     out = run_main("--mode=nonsense")
-    assert out.returncode != 0 and "unknown --mode='nonsense'; modes: zoo" in out.stderr
-    out = run_main("--config.zoo.modles=xvit_b16")
+    assert out.returncode != 0 and "unknown --mode='nonsense'; modes: train, eval, predict, zoo" in out.stderr
+    out = run_main("--mode=zoo", "--config.zoo.modles=xvit_b16")
     assert out.returncode != 0 and 'Did you mean "models"' in out.stderr
-    out = run_main("--config.zoo.models=xvit_b61")
+    out = run_main("--mode=zoo", "--config.zoo.models=xvit_b61")
     assert out.returncode != 0 and "unknown model 'xvit_b61'" in out.stderr
