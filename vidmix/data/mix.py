@@ -1,6 +1,6 @@
 """Batch-level label mixing: label smoothing, mixup (Zhang et al. 2018), cutmix (Yun et al. 2019).
 
-Works on numpy (in the loader, on the host) or jax.numpy arrays (inside a jitted step): pass `xp`.
+Runs on the host, in the loader's batch transform (its numpy RNG is grain's per-batch seed).
 Each example is mixed with the batch reversed, as in timm; cutmix cuts the same box out of every
 frame of the clip.
 """
@@ -10,16 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 
-def smooth_one_hot(labels, num_classes, smoothing=0.0, xp=np):
-    on = xp.eye(num_classes, dtype=xp.float32)[labels]
+def smooth_one_hot(labels, num_classes, smoothing=0.0):
+    on = np.eye(num_classes, dtype=np.float32)[labels]
     return on * (1 - smoothing) + smoothing / num_classes
 
 
 def mix_batch(video, labels, num_classes, rng: np.random.Generator, *, mixup_alpha=0.0,
-              cutmix_alpha=0.0, switch_prob=0.5, smoothing=0.0, xp=np):
+              cutmix_alpha=0.0, switch_prob=0.5, smoothing=0.0):
     """Returns (video, targets (B, num_classes) float32). With both alphas on, each batch uses
     cutmix with probability `switch_prob`; lambda is the kept fraction of the original clip."""
-    targets = smooth_one_hot(labels, num_classes, smoothing, xp)
+    targets = smooth_one_hot(labels, num_classes, smoothing)
     use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.random() < switch_prob)
     if not use_cutmix and mixup_alpha <= 0:
         return video, targets
@@ -31,13 +31,9 @@ def mix_batch(video, labels, num_classes, rng: np.random.Generator, *, mixup_alp
         cy, cx = rng.integers(h), rng.integers(w)
         y0, y1 = np.clip([cy - ch // 2, cy + ch // 2], 0, h)
         x0, x1 = np.clip([cx - cw // 2, cx + cw // 2], 0, w)
-        inside = xp.zeros((h, w), bool)
-        if xp is np:
-            inside[y0:y1, x0:x1] = True
-        else:
-            inside = inside.at[y0:y1, x0:x1].set(True)
-        video = xp.where(inside[None, None, :, :, None], flipped, video)
+        video = video.copy()
+        video[:, :, y0:y1, x0:x1] = flipped[:, :, y0:y1, x0:x1]
         lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
     else:
         video = (lam * video + (1 - lam) * flipped).astype(video.dtype)
-    return video, (lam * targets + (1 - lam) * targets[::-1]).astype(xp.float32)
+    return video, (lam * targets + (1 - lam) * targets[::-1]).astype(np.float32)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def _softmax(x):
+def softmax(x):
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
 
 
-COMBINE = {"sum_logits": lambda logits: logits, "mean_softmax": _softmax}
+COMBINE = {"sum_logits": lambda logits: logits, "mean_softmax": softmax}
 
 
 def combine_views(logits, video_ids, labels, mask, how: str = "sum_logits"):

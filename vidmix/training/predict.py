@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import numpy as np
 
-from vidmix.data import decode
+from vidmix.data import decode, open_dataset
 from vidmix.data.pipeline import ClipOptions, test_view
 from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
@@ -38,10 +37,11 @@ def predict(config, workdir: str, video: str) -> list[tuple[str, float]]:
     checkpoints.close()
     if state is None:
         raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first")
+    names = exp.class_names
     names_file = os.path.join(workdir, "class_names.json")
-    names = json.load(open(names_file)) if os.path.exists(names_file) else exp.class_names
-    from vidmix.data import open_dataset
-
+    if os.path.exists(names_file):  # the labels the run was trained with
+        with open(names_file) as f:
+            names = json.load(f)
     builder, _ = open_dataset(exp.data_dir)
     short_side = builder.info.metadata.get("short_side") or None
     record = video_record(video, short_side)
@@ -50,13 +50,13 @@ def predict(config, workdir: str, video: str) -> list[tuple[str, float]]:
                        **loader_options(config))
     views = np.stack([test_view(record, v, opts)
                       for v in range(opts.num_clips * opts.num_crops)])
-    pad = -len(views) % jax.device_count()
+    pad = -len(views) % exp.mesh.size
     batch = np.concatenate([views, np.zeros((pad,) + views.shape[1:], views.dtype)])
     logits = np.asarray(_eval_step_fn(exp)(state["params"],
                                            mesh_lib.global_batch({"video": batch}, exp.mesh)))
     mask = np.r_[np.ones(len(views)), np.zeros(pad)]
     scores, _, _ = ev.combine_views(logits, np.zeros(len(mask), int), np.zeros(len(mask), int),
                                     mask, config.eval.combine)
-    probs = ev._softmax(scores[0]) if config.eval.combine == "sum_logits" else scores[0]
+    probs = ev.softmax(scores[0]) if config.eval.combine == "sum_logits" else scores[0]
     top = np.argsort(-probs)[: config.predict.top_k]
     return [(names[i], float(probs[i])) for i in top]
