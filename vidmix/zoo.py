@@ -11,10 +11,11 @@ def zoo_table(names=None, *, num_frames: int = 8, image_size: int = 224) -> str:
     names = names or list_models()
     lines = [f"Model zoo at {num_frames} x {image_size}^2 (GFLOPs = multiply-adds per view, "
              "counted by XLA)",
-             "| model | attention | head | width x depth | params (M) | GFLOPs/view |",
-             "|---|---|---|---|---|---|"]
+             "| model | family | attention | head | size | params (M) | GFLOPs/view |",
+             "|---|---|---|---|---|---|---|"]
     for name in names:
         cfg = model_config(name, num_frames=num_frames, image_size=image_size)
-        lines.append(f"| {name} | {cfg.attention} | {cfg.head} | {cfg.width} x {cfg.depth} | "
+        d = cfg.describe()
+        lines.append(f"| {name} | {d['family']} | {d['attention']} | {d['head']} | {d['size']} | "
                      f"{count_params(cfg) / 1e6:.1f} | {gmacs_per_view(cfg):.1f} |")
     return "\n".join(lines)

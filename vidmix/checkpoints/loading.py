@@ -9,6 +9,11 @@ from vidmix.checkpoints.errors import CheckpointError
 from vidmix.checkpoints.formats import FORMATS
 from vidmix.checkpoints.mapping import assign, param_paths
 from vidmix.checkpoints.readers import read_tensors
+from vidmix.models.config import VideoViTConfig
+
+# model config class -> `mapping(cfg, canonical tensors, model params, inflate=) -> (mapping,
+# dropped)`, the conversion of canonical tensors into that family's models
+MAPPINGS = {VideoViTConfig: canonical.mapping}
 
 
 def detect_format(keys) -> str:
@@ -45,6 +50,9 @@ def load_weights(model, path: str | os.PathLike, *, format: str = "auto", ignore
         raise ValueError(f"unknown checkpoint format {format!r}; known: {', '.join(FORMATS)}")
     tensors = FORMATS[format].to_canonical(tensors)
     params = param_paths(model)
-    mapping, dropped = canonical.mapping(model.config, tensors, params, inflate=inflate)
+    family = MAPPINGS.get(type(model.config))
+    if family is None:
+        raise CheckpointError(f"no checkpoint conversion for {type(model.config).__name__} models")
+    mapping, dropped = family(model.config, tensors, params, inflate=inflate)
     return assign(model, tensors, mapping, ignore=ignore, dropped=dropped,
                   source=f"{os.fspath(path)} ({format})")

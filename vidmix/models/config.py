@@ -102,9 +102,9 @@ class VideoViTConfig:
 
     # Validation ----------------------------------------------------------------------------------
     def validate(self) -> None:
-        _choice("attention", self.attention, ATTENTIONS)
-        _choice("head", self.head, HEADS)
-        _choice("shift_mode", self.shift_mode, SHIFT_MODES)
+        choice("attention", self.attention, ATTENTIONS)
+        choice("head", self.head, HEADS)
+        choice("shift_mode", self.shift_mode, SHIFT_MODES)
         for name in ("num_classes", "num_frames", "patch_size", "tubelet_size", "width", "depth",
                      "num_heads"):
             value = getattr(self, name)
@@ -140,25 +140,28 @@ class VideoViTConfig:
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype}")
 
     def replace(self, **overrides) -> VideoViTConfig:
-        check_keys(overrides)
+        check_keys(overrides, type(self))
         return dataclasses.replace(self, **overrides)
 
+    def describe(self) -> dict[str, str]:
+        """What the model zoo table shows about this model."""
+        return dict(family="vit", attention=self.attention, head=self.head,
+                    size=f"{self.width} x {self.depth}")
 
-FIELDS = tuple(f.name for f in dataclasses.fields(VideoViTConfig))
 
-
-def check_keys(overrides: dict) -> None:
-    """Raise a clear error for override keys that are not config fields."""
-    unknown = [k for k in overrides if k not in FIELDS]
+def check_keys(overrides: dict, config_cls: type = VideoViTConfig) -> None:
+    """Raise a clear error for override keys that are not fields of `config_cls`."""
+    fields = tuple(f.name for f in dataclasses.fields(config_cls))
+    unknown = [k for k in overrides if k not in fields]
     if unknown:
         hints = []
         for k in unknown:
-            close = difflib.get_close_matches(k, FIELDS, n=1)
+            close = difflib.get_close_matches(k, fields, n=1)
             hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise TypeError(f"unknown model option(s) {', '.join(hints)}; valid options: "
-                        f"{', '.join(FIELDS)}")
+                        f"{', '.join(fields)}")
 
 
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")

@@ -14,13 +14,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vidmix.models.classifier import VideoClassifier
 from vidmix.models.config import VideoViTConfig
+from vidmix.models.registry import build_model
 
 
-def abstract_model(cfg: VideoViTConfig) -> VideoClassifier:
-    """The model with shape-only parameters (no memory, no initialisation work)."""
-    return nnx.eval_shape(lambda: VideoClassifier(cfg, rngs=nnx.Rngs(0)))
+def abstract_model(cfg) -> nnx.Module:
+    """The model of `cfg` (any family) with shape-only parameters: no memory, no init work."""
+    return nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0)))
 
 
 def xla_flops(cfg: VideoViTConfig, fn: Callable | None = None, batch: int = 1) -> float:

@@ -1,4 +1,10 @@
-"""Named presets and `create_model`."""
+"""Named presets, model families and `create_model`.
+
+A family is a config dataclass and the module it builds (`MODELS`); a preset is a family's config
+class and a set of field values (`PRESETS`). Every config has `num_classes`, `num_frames`,
+`image_size` (and `image_hw`), `dtype`, `remat`, `drop_path_rate`, `dropout_rate`,
+`head_dropout_rate` and `describe()`, which is all training, cost and the zoo rely on.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,9 @@ from flax import nnx
 from vidmix.models.classifier import VideoClassifier
 from vidmix.models.config import VIT_SIZES, VideoViTConfig, check_keys
 
+# config class -> the module it builds, `Module(cfg, rngs=...)`
+MODELS: dict[type, type] = {VideoViTConfig: VideoClassifier}
+
 # XViT (Bulat et al. 2021): mixing attention in every block, temporal-attention clip head.
 # Clean defaults: one shift group, one temporal slot per frame, 25% of channels mixed (shift_div 8,
 # the official Kinetics value). Official release quirks are options (shift_group=8 and
@@ -17,7 +26,7 @@ _XVIT = dict(attention="mixing", head="temporal_attention", shift_div=8, head_dr
 # TimeSformer (Bertasius et al. 2021): one CLS per clip, linear head, drop-path 0 -> 0.1.
 _TIMESFORMER = dict(head="linear", drop_path_rate=0.1)
 
-PRESETS: dict[str, dict] = {
+PRESETS: dict[str, tuple[type, dict]] = {name: (VideoViTConfig, fields) for name, fields in {
     "xvit_s16": dict(**VIT_SIZES["S"], **_XVIT),
     "xvit_b16": dict(**VIT_SIZES["B"], **_XVIT),
     "xvit_l16": dict(**VIT_SIZES["L"], **_XVIT),
@@ -29,7 +38,16 @@ PRESETS: dict[str, dict] = {
                                   **_TIMESFORMER),
     # The per-frame baseline: an image ViT on every frame, logits averaged (TSN consensus).
     "vit_b16": dict(**VIT_SIZES["B"], attention="space", head="avg", temporal_embed_slots=0),
-}
+}.items()}
+
+
+def register(config_cls: type, model_cls: type, presets: dict[str, dict]) -> None:
+    """Add a model family and its presets (called by the family's module)."""
+    MODELS[config_cls] = model_cls
+    clash = set(presets) & set(PRESETS)
+    if clash:
+        raise ValueError(f"presets already registered: {sorted(clash)}")
+    PRESETS.update({name: (config_cls, fields) for name, fields in presets.items()})
 
 
 def list_models() -> list[str]:
@@ -43,16 +61,24 @@ def model_config(name: str, **overrides) -> VideoViTConfig:
         close = difflib.get_close_matches(name, PRESETS, n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise ValueError(f"unknown model {name!r}.{hint} Known models: {', '.join(list_models())}")
-    check_keys(overrides)
-    return VideoViTConfig(**{**PRESETS[name], **overrides})
+    config_cls, fields = PRESETS[name]
+    check_keys(overrides, config_cls)
+    return config_cls(**{**fields, **overrides})
 
 
-def create_model(name: str, *, rngs: nnx.Rngs | None = None, **overrides) -> VideoClassifier:
+def build_model(cfg, *, rngs: nnx.Rngs | None = None) -> nnx.Module:
+    """The module of config `cfg` (any family), freshly initialised."""
+    if type(cfg) not in MODELS:
+        raise TypeError(f"no model family for config type {type(cfg).__name__}")
+    return MODELS[type(cfg)](cfg, rngs=rngs if rngs is not None else nnx.Rngs(0))
+
+
+def create_model(name: str, *, rngs: nnx.Rngs | None = None, **overrides) -> nnx.Module:
     """Build preset `name`, e.g. `create_model("xvit_b16", num_classes=400, num_frames=8)`.
 
-    Overrides are any `VideoViTConfig` field: num_classes, num_frames, image_size, patch_size,
-    width, depth, num_heads, mlp_ratio, attention, head, shift_div, shift_group,
-    temporal_embed_slots, shift_mode, dtype, remat, drop_path_rate, dropout_rate, and more.
+    Overrides are any field of the preset's config: for the ViT family (`VideoViTConfig`)
+    num_classes, num_frames, image_size, patch_size, width, depth, num_heads, mlp_ratio,
+    attention, head, shift_div, shift_group, temporal_embed_slots, shift_mode, dtype, remat,
+    drop_path_rate, dropout_rate, and more. An unknown option is an error naming the valid ones.
     """
-    cfg = model_config(name, **overrides)
-    return VideoClassifier(cfg, rngs=rngs if rngs is not None else nnx.Rngs(0))
+    return build_model(model_config(name, **overrides), rngs=rngs)
