@@ -208,7 +208,8 @@ def test_clip_augmentation_is_the_same_for_every_frame(built):
         opts = ClipOptions(num_frames=6, image_size=48, crop=crop, rand_augment_ops=3,
                            random_erasing=1.0, crop_kwargs=(("scale", (64, 80)),) if crop == "jitter" else ())
         for seed in range(5):
-            clip = train_clip(record, np.random.default_rng(seed), opts)
+            clip, index = train_clip(record, np.random.default_rng(seed), opts)
+            assert index.shape == (6,) and index.dtype == np.int32
             assert clip.shape == (6, 48, 48, 3) and clip.dtype == np.float32
             assert np.all(clip == clip[:1]), (crop, seed)
 
@@ -422,3 +423,27 @@ def test_cutmix_cuts_one_box_through_every_frame():
     out, targets = mix_batch(video, np.arange(4), 4, np.random.default_rng(1), mixup_alpha=0.4)
     lam = targets[0, 0]
     np.testing.assert_allclose(out[0], lam * 0 + (1 - lam) * 3, rtol=1e-5)
+
+
+def test_batches_carry_the_frame_indices_of_their_clips(built):
+    # whole-video models (VTN) embed each frame's index in its video: the loader must report the
+    # indices it sampled, for training clips and for every test view
+    builder, _ = open_dataset(built.data_dir)
+    source = builder.as_data_source("train")
+    loader = make_loader(built.data_dir, "train", num_frames=4, image_size=32, batch_size=2,
+                         train=False, sampling="dense", stride=2, num_clips=2,
+                         shard_index=0, shard_count=1)
+    for batch in batches(loader):
+        for index, vid, mask in zip(batch["frame_index"], batch["video_id"], batch["mask"],
+                                    strict=True):
+            if mask:
+                views = sampling.dense_test(int(source[int(vid)]["num_frames"]), 4, 2, 2)
+                assert any(np.array_equal(index, v) for v in views)
+    train = make_loader(built.data_dir, "train", num_frames=4, image_size=32, batch_size=2,
+                        train=True, sampling="dense", stride=3, shard_index=0, shard_count=1)
+    index = batches(train, 1)[0]["frame_index"]
+    assert index.shape == (2, 4) and np.all(np.diff(index, axis=1) >= 0)
+    assert np.any(np.diff(index, axis=1) == 3)
+    with pytest.raises(ValueError, match="num_frames must be positive"):
+        make_loader(built.data_dir, "train", num_frames=-1, image_size=32, batch_size=2,
+                    train=False)

@@ -156,6 +156,37 @@ def test_bad_configs_fail_at_start_with_a_fix(data_dir, tmp_path):
     assert result.returncode != 0 and "batch_sise" in result.stderr
 
 
+def test_init_from_an_image_checkpoint_lands_sharded(data_dir, tmp_path):
+    # an HF ViT folder of the tiny model's shape: converted in host memory, then split over fsdp
+    import torch
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    ref = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=128, image_size=16, patch_size=8,
+                             layer_norm_eps=1e-6), add_pooling_layer=False)
+    ref.save_pretrained(tmp_path / "vit")
+    config = tiny_config(data_dir)
+    config.init.path = str(tmp_path / "vit")
+    config.mesh.update(fsdp=2, fsdp_min_size=1024)
+    exp = setup(config, str(tmp_path / "run"))
+    fc1 = exp.state["params"]["backbone"]["blocks"][0]["mlp"]["fc1"]["kernel"]
+    from safetensors.numpy import load_file
+
+    saved = load_file(tmp_path / "vit" / "model.safetensors")
+    want = next(v for k, v in saved.items() if k.endswith("0.intermediate.dense.weight")).T
+    np.testing.assert_array_equal(np.asarray(fc1), want)
+    assert fc1.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp")
+    assert len(fc1.sharding.device_set) == 8
+
+
+def test_longer_eval_views_need_a_whole_video_model(data_dir, tmp_path):
+    config = tiny_config(data_dir)
+    config.eval.num_frames = 16
+    with pytest.raises(ValueError, match="only whole-video models"):
+        setup(config, str(tmp_path / "run"))
+
+
 def test_view_combination_and_metrics():
     # 3 videos x 2 views + 2 padding rows; classes 0..5
     logits = np.full((8, 6), -5.0)

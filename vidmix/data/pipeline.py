@@ -102,6 +102,7 @@ def finish_clip(frames, opts: ClipOptions, rng=None):
 
 
 def train_clip(record, rng: np.random.Generator, opts: ClipOptions):
+    """A random training clip: (normalised video (T, H, W, 3), its stored-frame indices (T,))."""
     n, hw = int(record["num_frames"]), (int(record["height"]), int(record["width"]))
     indices = sampling.SAMPLERS[opts.sampling][0](n, opts.num_frames, opts.stride, rng)
     box = augment.TRAIN_CROPS[opts.crop](*hw, opts.image_size, rng, **dict(opts.crop_kwargs))
@@ -112,18 +113,23 @@ def train_clip(record, rng: np.random.Generator, opts: ClipOptions):
     if opts.rand_augment_ops:
         frames = augment.rand_augment(frames, rng, opts.rand_augment_ops,
                                       opts.rand_augment_magnitude)
-    return finish_clip(frames, opts, rng)
+    return finish_clip(frames, opts, rng), indices
 
 
 def test_view(record, view: int, opts: ClipOptions):
-    """View `view` = clip * num_crops + crop of one video."""
+    """View `view` = clip * num_crops + crop of one video: (video (T, H, W, 3), indices (T,)).
+
+    `opts.num_frames == -1` takes every stored frame (whole-video models such as VTN)."""
     n, hw = int(record["num_frames"]), (int(record["height"]), int(record["width"]))
     clip, crop = divmod(view, opts.num_crops)
-    indices = sampling.SAMPLERS[opts.sampling][1](n, opts.num_frames, opts.stride,
-                                                  opts.num_clips)[clip]
+    if opts.num_frames == -1:
+        indices = np.arange(n, dtype=np.int32)
+    else:
+        indices = sampling.SAMPLERS[opts.sampling][1](n, opts.num_frames, opts.stride,
+                                                      opts.num_clips)[clip]
     box = augment.test_boxes(*hw, opts.image_size, opts.num_crops)[crop]
     frames = stored_frames(record, indices, augment.draft_size(box, opts.image_size, hw))
-    return finish_clip(augment.crop_resize(frames, box, opts.image_size, hw), opts)
+    return finish_clip(augment.crop_resize(frames, box, opts.image_size, hw), opts), indices
 
 
 # ---- grain pieces ---------------------------------------------------------------------------
@@ -170,7 +176,8 @@ class TrainClip(grain.transforms.RandomMap):
 
     def random_map(self, element, rng):
         video_id, record = element
-        return {"video": train_clip(record, rng, self.opts), "label": np.int32(record["label"]),
+        video, index = train_clip(record, rng, self.opts)
+        return {"video": video, "frame_index": index, "label": np.int32(record["label"]),
                 "video_id": np.int32(video_id), "mask": np.float32(1)}
 
 
@@ -182,10 +189,12 @@ class TestView(grain.transforms.Map):
         if element is None:  # padding
             shape = (self.opts.num_frames, self.opts.image_size, self.opts.image_size, 3)
             dtype = ml_dtypes.bfloat16 if self.opts.dtype == "bfloat16" else np.float32
-            return {"video": np.zeros(shape, dtype), "label": np.int32(0),
-                    "video_id": np.int32(-1), "mask": np.float32(0)}
+            return {"video": np.zeros(shape, dtype),
+                    "frame_index": np.arange(self.opts.num_frames, dtype=np.int32),
+                    "label": np.int32(0), "video_id": np.int32(-1), "mask": np.float32(0)}
         video_id, view, record = element
-        return {"video": test_view(record, view, self.opts), "label": np.int32(record["label"]),
+        video, index = test_view(record, view, self.opts)
+        return {"video": video, "frame_index": index, "label": np.int32(record["label"]),
                 "video_id": np.int32(video_id), "mask": np.float32(1)}
 
 
@@ -253,6 +262,8 @@ def make_loader(data_dir, split: str, num_frames: int, image_size: int, batch_si
     if flip is None:
         flip = bool(builder.info.metadata.get("allow_flip", True))
     opts = ClipOptions(num_frames=num_frames, image_size=image_size, flip=flip, **clip_options)
+    if num_frames < 1:  # -1 (every frame) is for one video at a time: predict, not batches
+        raise ValueError(f"num_frames must be positive for a loader, got {num_frames}")
     index, count = _shard(shard_index, shard_count)
     read = grain.ReadOptions(num_threads=16, prefetch_buffer_size=max(2 * batch_size, 16))
     if train:

@@ -75,6 +75,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 64
     c.eval.num_clips = 1
     c.eval.num_crops = 1
+    # Whole-video models (VTN) may see longer eval views than training clips: 0 = data.num_frames;
+    # N frames with eval.sampling ("" = data.sampling; "segment" spreads them over the video);
+    # -1 = every frame (predict only: one video per pass).
+    c.eval.num_frames = 0
+    c.eval.sampling = ""
     c.eval.combine = "sum_logits"  # sum_logits | mean_softmax
     c.eval.every = 0  # steps; 0 = only at the end
     c.eval.confusion_max_classes = 20

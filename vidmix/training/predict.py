@@ -2,7 +2,8 @@
 
 The video goes through exactly the evaluation path: decoded with PyAV, resized to the dataset's
 short side, stored-frame JPEG round trip (what training saw), the config's K clips x S crops,
-scores combined per the config, then a softmax.
+scores combined per the config, then a softmax. With `config.eval.num_frames=-1` a whole-video
+model (VTN) sees every frame of the video in one pass.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from vidmix.data.pipeline import ClipOptions, test_view
 from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
 from vidmix.training.checkpointing import Checkpoints, abstract_like
-from vidmix.training.trainer import _eval_step_fn, loader_options, setup
+from vidmix.training.trainer import _eval_step_fn, eval_clip, loader_options, setup
 
 
 def video_record(path, short_side: int | None) -> dict:
@@ -45,15 +46,16 @@ def predict(config, workdir: str, video: str) -> list[tuple[str, float]]:
     builder, _ = open_dataset(exp.data_dir)
     short_side = builder.info.metadata.get("short_side") or None
     record = video_record(video, short_side)
-    opts = ClipOptions(num_frames=config.data.num_frames, image_size=config.data.image_size,
-                       num_clips=config.eval.num_clips, num_crops=config.eval.num_crops,
-                       **loader_options(config))
-    views = np.stack([test_view(record, v, opts)
-                      for v in range(opts.num_clips * opts.num_crops)])
+    opts = ClipOptions(image_size=config.data.image_size, num_clips=config.eval.num_clips,
+                       num_crops=config.eval.num_crops,
+                       **{**loader_options(config), **eval_clip(config)})
+    views, index = zip(*(test_view(record, v, opts)
+                         for v in range(opts.num_clips * opts.num_crops)), strict=True)
     pad = -len(views) % exp.mesh.size
-    batch = np.concatenate([views, np.zeros((pad,) + views.shape[1:], views.dtype)])
+    padded = lambda x: np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+    batch = {"video": padded(np.stack(views)), "frame_index": padded(np.stack(index))}
     logits = np.asarray(_eval_step_fn(exp)(state["params"],
-                                           mesh_lib.global_batch({"video": batch}, exp.mesh)))
+                                           mesh_lib.global_batch(batch, exp.mesh)))
     mask = np.r_[np.ones(len(views)), np.zeros(pad)]
     scores, _, _ = ev.combine_views(logits, np.zeros(len(mask), int), np.zeros(len(mask), int),
                                     mask, config.eval.combine)

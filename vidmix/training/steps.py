@@ -19,6 +19,14 @@ def split_model(model):
     return graphdef, params, rest
 
 
+def forward(model, batch, *, train: bool):
+    """The model on a batch. Whole-video models (`model.whole_video`, e.g. VTN) also get each
+    frame's index in its video, which their temporal position embeddings use."""
+    if getattr(model, "whole_video", False) and "frame_index" in batch:
+        return model(batch["video"], train=train, positions=batch["frame_index"])
+    return model(batch["video"], train=train)
+
+
 def loss_and_metrics(logits, batch, num_classes: int, label_smoothing: float):
     """Mean cross-entropy over unmasked examples; soft `targets` (mixup) if the batch has them."""
     if "targets" in batch:
@@ -48,7 +56,7 @@ def make_train_step(graphdef, tx, *, num_classes: int, label_smoothing: float = 
             nnx.reseed(model, dropout=jax.random.fold_in(base_key, state["step"]))
 
         def loss_fn(model):
-            logits = model(batch["video"], train=True)
+            logits = forward(model, batch, train=True)
             return loss_and_metrics(logits, batch, num_classes, label_smoothing)
 
         grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
@@ -70,6 +78,6 @@ def make_eval_step(graphdef):
     """eval_step(params, batch, rest) -> logits (B, classes), fp32."""
 
     def eval_step(params, batch, rest):
-        return nnx.merge(graphdef, params, rest)(batch["video"], train=False)
+        return forward(nnx.merge(graphdef, params, rest), batch, train=False)
 
     return eval_step

@@ -82,11 +82,18 @@ def train_loader(config, data_dir, per_process_batch):
                        **loader_options(config))
 
 
+def eval_clip(config) -> dict:
+    """Frames and sampling of the eval views: the training clip's unless config.eval says."""
+    e, d = config.eval, config.data
+    return dict(num_frames=e.num_frames or d.num_frames, sampling=e.sampling or d.sampling)
+
+
 def eval_loader(config, data_dir, per_process_batch):
     d = config.data
-    return make_loader(data_dir, d.eval_split, d.num_frames, d.image_size, per_process_batch,
-                       train=False, worker_count=d.worker_count, num_clips=config.eval.num_clips,
-                       num_crops=config.eval.num_crops, **loader_options(config))
+    return make_loader(data_dir, d.eval_split, image_size=d.image_size,
+                       batch_size=per_process_batch, train=False, worker_count=d.worker_count,
+                       num_clips=config.eval.num_clips, num_crops=config.eval.num_crops,
+                       **{**loader_options(config), **eval_clip(config)})
 
 
 # ---- the experiment ---------------------------------------------------------------------------
@@ -125,6 +132,15 @@ def _model_overrides(config, num_classes):
     return overrides
 
 
+def _check_eval_frames(config, model) -> None:
+    frames = config.eval.num_frames
+    if frames in (0, config.data.num_frames) or getattr(model, "whole_video", False):
+        return
+    raise ValueError(f"config.eval.num_frames={frames} differs from config.data.num_frames="
+                     f"{config.data.num_frames}, but {config.model.name} takes clips of a fixed "
+                     "length; only whole-video models (VTN) can; set config.eval.num_frames=0")
+
+
 def setup(config, workdir: str, *, for_training: bool = True, devices=None) -> Experiment:
     """Mesh, model (created sharded, or loaded from config.init.path), optimiser, state."""
     data_dir = ensure_dataset(config)
@@ -139,16 +155,22 @@ def setup(config, workdir: str, *, for_training: bool = True, devices=None) -> E
     def make():
         return create_model(name, rngs=nnx.Rngs(config.seed), **overrides)
 
-    graphdef, abstract_params, abstract_rest = split_model(nnx.eval_shape(make))
+    abstract_model = nnx.eval_shape(make)
+    _check_eval_frames(config, abstract_model)
+    graphdef, abstract_params, abstract_rest = split_model(abstract_model)
     param_sh = mesh_lib.state_shardings(abstract_params, mesh, config.mesh.fsdp_min_size)
     if config.init.path:
         from vidmix.checkpoints import load_weights
 
-        model = make()  # on the host's default device, then split over the mesh
-        load_weights(model, os.path.expanduser(config.init.path), format=config.init.format,
-                     ignore=tuple(config.init.ignore), inflate=config.init.inflate)
-        _, params, rest = split_model(model)
+        # built and converted in host memory (the CPU backend), then split over the mesh: no
+        # accelerator holds a full copy
+        with jax.default_device(jax.local_devices(backend="cpu")[0]):
+            model = make()
+            load_weights(model, os.path.expanduser(config.init.path), format=config.init.format,
+                         ignore=tuple(config.init.ignore), inflate=config.init.inflate)
+            _, params, rest = split_model(model)
         params = jax.device_put(params, param_sh)
+        rest = jax.device_put(rest, mesh_lib.replicated(mesh))
     else:  # created directly with its final sharding: no full copy on any one device
         rest_sh = jax.tree.map(lambda _: mesh_lib.replicated(mesh), abstract_rest)
         params, rest = jax.jit(lambda: split_model(make())[1:],
@@ -186,7 +208,8 @@ def run_eval(exp: Experiment, params, eval_step, loader) -> tuple[dict, tuple]:
     it = iter(loader)
     try:
         for batch in it:
-            out = eval_step(params, mesh_lib.global_batch({"video": batch["video"]}, exp.mesh))
+            inputs = {k: batch[k] for k in ("video", "frame_index")}
+            out = eval_step(params, mesh_lib.global_batch(inputs, exp.mesh))
             logits.append(multihost_utils.process_allgather(out, tiled=True))
             for dst, key in ((ids, "video_id"), (labels, "label"), (masks, "mask")):
                 dst.append(multihost_utils.process_allgather(batch[key], tiled=True))
