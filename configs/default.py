@@ -6,22 +6,36 @@ the CPU in a few minutes, then evaluates it. `configs/default.py:space` trains t
 budget with space-only attention and no temporal embedding: a frame-averaging model, which stays
 near chance. Both read out the mean of the per-frame CLS features with a linear head, so the only
 difference is XViT's space-time mixing.
+
+The other families train on the same data and budget: `:vtn` (a tiny per-frame ViT with a
+Longformer temporal encoder over the frames' CLS features) and `:pst` (a tiny Swin with temporal
+patch shift and channel shift).
 """
 
 from vidmix.training.base_config import base_config
 
+# a tiny XViT: 4x4 patches give the 8x8 token grid the spatial resolution to see the digit move
+# (with 8x8 patches the same budget did not learn the task)
+_XVIT = dict(width=64, depth=3, num_heads=4, patch_size=4, head="linear", head_dropout_rate=0.0)
+MODELS = {
+    None: ("xvit_s16", _XVIT),
+    "space": ("xvit_s16", dict(_XVIT, attention="space", temporal_embed_slots=0)),
+    "vtn": ("vtn_vit_b16", dict(width=64, depth=3, num_heads=4, patch_size=4, temporal_layers=1,
+                                temporal_heads=4, temporal_mlp_dim=256, attention_window=4,
+                                head_dropout_rate=0.0, temporal_dropout_rate=0.0,
+                                temporal_attention_dropout_rate=0.0)),
+    "pst": ("pst_tiny", dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=4,
+                             drop_path_rate=0.0, head_dropout_rate=0.0)),
+}
+
 
 def get_config(arg: str | None = None):
     c = base_config()
-    c.model.name = "xvit_s16"
-    # a tiny XViT: 4x4 patches give the 8x8 token grid the spatial resolution to see the digit
-    # move (with 8x8 patches the same budget did not learn the task)
-    c.model.overrides = dict(width=64, depth=3, num_heads=4, patch_size=4, head="linear",
-                             head_dropout_rate=0.0)
-    if arg == "space":  # the frame-averaging baseline
-        c.model.overrides.update(attention="space", temporal_embed_slots=0)
-    elif arg:
-        raise ValueError(f"configs/default.py takes no argument or 'space', got {arg!r}")
+    if arg not in MODELS:
+        raise ValueError(f"configs/default.py takes no argument or one of "
+                         f"{', '.join(repr(k) for k in MODELS if k)}, got {arg!r}")
+    c.model.name, overrides = MODELS[arg]
+    c.model.overrides = dict(overrides)
     c.data.dir = "~/vidmix_data/synthetic_direction"
     c.data.build.update(task="direction", num_train=512, num_val=128, num_frames=16, size=32)
     c.data.num_frames = 8

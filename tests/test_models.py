@@ -8,13 +8,24 @@ from conftest import rel_err
 from flax import nnx
 
 import vidmix
+from vidmix.models import PRESETS
+from vidmix.models.pst import PSTConfig
+from vidmix.models.vtn import VTNConfig
 
 TINY = dict(width=32, depth=2, num_heads=4, image_size=32, patch_size=16, num_frames=4,
             num_classes=5)
 
 
+# tiny sizes of the other families, for tests that run every preset
+FAMILY_TINY = {
+    VTNConfig: dict(TINY, temporal_heads=4, temporal_mlp_dim=64, attention_window=4),
+    PSTConfig: dict(embed_dim=16, depths=(2, 2), num_heads=(2, 2), window_size=4, image_size=32,
+                    num_frames=4, num_classes=5),
+}
+
+
 def tiny(name="xvit_b16", **kw):
-    return vidmix.create_model(name, **{**TINY, **kw})
+    return vidmix.create_model(name, **{**FAMILY_TINY.get(PRESETS[name][0], TINY), **kw})
 
 
 def randomise(model, seed=0):
@@ -34,7 +45,7 @@ def clip(batch=2, frames=4, size=32, seed=0):
 def test_list_models_has_the_presets():
     names = vidmix.list_models()
     for name in ["xvit_b16", "xvit_l16", "xvit_s16", "timesformer_b16", "timesformer_b16_joint",
-                 "timesformer_b16_space", "vit_b16"]:
+                 "timesformer_b16_space", "vit_b16", "vtn_vit_b16", "pst_tiny", "pst_base"]:
         assert name in names
 
 

@@ -316,3 +316,27 @@ def test_demo_learns_time_and_frame_averaging_does_not(tmp_path):
         top1[arg] = float(line.split("top-1 ")[1].split("%")[0])
     assert top1[""] >= 90, top1
     assert 40 <= top1[":space"] <= 60, top1
+
+
+CONFIGS = [("default", None), ("default", "space"), ("default", "vtn"), ("default", "pst"),
+           ("xvit_k400", "8"), ("xvit_k400", "16"), ("xvit_ssv2", "8"), ("xvit_ssv2", "16"),
+           ("timesformer_k400", None), ("ucf101", "xvit_b16"), ("ucf101", "timesformer_b16"),
+           ("ucf101", "vit_b16"), ("ucf101", "vtn_vit_b16"), ("ucf101", "pst_tiny"),
+           ("ucf101", "pst_base")]
+
+
+@pytest.mark.parametrize("name,arg", CONFIGS)
+def test_every_config_builds_its_model(name, arg):
+    # what setup() checks before any data is read: the model config validates, the abstract model
+    # builds, and longer eval views are only asked of whole-video models
+    import importlib
+
+    from flax import nnx
+
+    from vidmix.models import build_model, model_config
+    from vidmix.training.trainer import _check_eval_frames, _model_overrides
+
+    config = importlib.import_module(f"configs.{name}").get_config(arg)
+    cfg = model_config(config.model.name, **_model_overrides(config, 10))
+    assert (cfg.num_frames, cfg.num_classes) == (config.data.num_frames, 10)
+    _check_eval_frames(config, nnx.eval_shape(lambda: build_model(cfg)))

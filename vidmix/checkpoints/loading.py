@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 
-from vidmix.checkpoints import canonical
+from vidmix.checkpoints import canonical, canonical_swin, canonical_vtn
 from vidmix.checkpoints.errors import CheckpointError
 from vidmix.checkpoints.formats import FORMATS
 from vidmix.checkpoints.mapping import assign, param_paths
 from vidmix.checkpoints.readers import read_tensors
 from vidmix.models.config import VideoViTConfig
+from vidmix.models.pst import PSTConfig
+from vidmix.models.vtn import VTNConfig
 
 # model config class -> `mapping(cfg, canonical tensors, model params, inflate=) -> (mapping,
 # dropped)`, the conversion of canonical tensors into that family's models
-MAPPINGS = {VideoViTConfig: canonical.mapping}
+MAPPINGS = {VideoViTConfig: canonical.mapping, VTNConfig: canonical_vtn.mapping,
+            PSTConfig: canonical_swin.mapping}
 
 
 def detect_format(keys) -> str:

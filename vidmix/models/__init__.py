@@ -1,8 +1,11 @@
-"""Video transformers: one video ViT backbone with pluggable attention schemes, and heads."""
+"""Video transformers: one video ViT backbone with pluggable attention schemes and heads (XViT,
+TimeSformer, per-frame ViT), VTN (that ViT per frame + a Longformer over time) and PST (a Swin with
+temporal patch shift and channel shift)."""
 
 from vidmix.models.backbone import Block, VideoViT
 from vidmix.models.classifier import VideoClassifier
 from vidmix.models.config import VIT_SIZES, VideoViTConfig
+from vidmix.models.pst import PST, PSTConfig
 from vidmix.models.registry import (
     MODELS,
     PRESETS,
@@ -12,7 +15,8 @@ from vidmix.models.registry import (
     model_config,
     register,
 )
+from vidmix.models.vtn import VTN, VTNConfig
 
-__all__ = ["Block", "MODELS", "PRESETS", "VIT_SIZES", "VideoClassifier", "VideoViT",
-           "VideoViTConfig", "build_model", "create_model", "list_models", "model_config",
-           "register"]
+__all__ = ["Block", "MODELS", "PRESETS", "PST", "PSTConfig", "VIT_SIZES", "VTN", "VTNConfig",
+           "VideoClassifier", "VideoViT", "VideoViTConfig", "build_model", "create_model",
+           "list_models", "model_config", "register"]

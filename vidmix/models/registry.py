@@ -12,6 +12,7 @@ import difflib
 
 from flax import nnx
 
+from vidmix.models import pst, vtn
 from vidmix.models.classifier import VideoClassifier
 from vidmix.models.config import VIT_SIZES, VideoViTConfig, check_keys
 
@@ -48,6 +49,11 @@ def register(config_cls: type, model_cls: type, presets: dict[str, dict]) -> Non
     if clash:
         raise ValueError(f"presets already registered: {sorted(clash)}")
     PRESETS.update({name: (config_cls, fields) for name, fields in presets.items()})
+
+
+# The other families live in their own modules (which do not import this one).
+register(vtn.VTNConfig, vtn.VTN, vtn.PRESETS)  # VTN: per-frame ViT + Longformer over time
+register(pst.PSTConfig, pst.PST, pst.PRESETS)  # PST: Swin with temporal patch/channel shift
 
 
 def list_models() -> list[str]:

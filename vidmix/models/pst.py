@@ -1,0 +1,195 @@
+"""PST, the Patch Shift Transformer (Xiang et al., ECCV 2022): a 2-D Swin on every time step whose
+blocks exchange information across time by memory moves only.
+
+Inside each stage, even blocks run window attention (W-MSA) on channel-shifted tokens and odd
+blocks shifted-window attention (SW-MSA) on patch-shifted tokens (`patch_shift.py`); the head
+averages over time and space, applies dropout and a linear classifier. With `patch_shift=False`
+and `channel_shift=False` the model is the image Swin applied to every time step (its logits
+averaged over time by the pooling), which is how image checkpoints are checked.
+
+The relative position bias of patch-shifted tokens is described in `swin.py` (module docstring):
+by default ("offset") it is indexed by the temporal offset between the source times of query and
+key plus their 2-D offset, the table being the 2-D one tiled over temporal offsets; the release's
+frame-dependent lookup (relative to time slot 0, likely a bug) is `bias_lookup="release"`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vidmix.models.config import check_keys, choice
+from vidmix.models.patch_shift import PATTERNS, get_pattern
+from vidmix.models.swin import SwinBackbone
+
+BIAS_LOOKUPS = ("offset", "release")
+
+# The Swin sizes of Liu et al. 2021 (Swin-T and Swin-B, as PST-T and PST-B use them).
+SWIN_SIZES = {
+    "T": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    "S": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    "B": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PSTConfig:
+    """All options of a PST (Swin with temporal patch and channel shift) and its head."""
+
+    num_classes: int = 400
+    num_frames: int = 32
+    image_size: int | tuple[int, int] = 224
+    patch_size: int = 4
+    temporal_patch: int = 2  # frames per token: 32 frames -> 16 time steps
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-5
+    patch_norm: bool = True
+    # Temporal mixing: odd blocks of each stage patch-shift (SW-MSA), even blocks channel-shift
+    # (W-MSA). Both False: the plain 2-D Swin on every time step.
+    patch_shift: bool = True
+    channel_shift: bool = True
+    shift_pattern: str = "tps"  # a name in `patch_shift.PATTERNS`
+    channel_shift_div: int = 8  # per head, head_dim // 8 channels from t-1 and as many from t+1
+    # Relative-position table: one 2-D table per temporal offset -(S-1)..S-1, S = temporal_window
+    # (16 as in the release, so its checkpoints load unchanged; 1 is enough without patch shift).
+    temporal_window: int = 16
+    bias_lookup: str = "offset"  # "offset" (clean) or "release" (frame-dependent; T' == S)
+    dtype: str = "float32"  # compute dtype; parameters are always float32
+    remat: bool = False
+    drop_path_rate: float = 0.1
+    dropout_rate: float = 0.0
+    head_dropout_rate: float = 0.5
+
+    def __post_init__(self):
+        for name in ("image_size", "depths", "num_heads"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "dtype", jnp.dtype(self.dtype).name)
+        self.validate()
+
+    # Derived sizes -------------------------------------------------------------------------------
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        s = self.image_size
+        return (s, s) if isinstance(s, int) else tuple(s)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        h, w = self.image_hw
+        return h // self.patch_size, w // self.patch_size
+
+    @property
+    def time_steps(self) -> int:
+        return self.num_frames // self.temporal_patch
+
+    @property
+    def num_features(self) -> int:
+        return self.embed_dim * 2 ** (len(self.depths) - 1)
+
+    # Validation ----------------------------------------------------------------------------------
+    def validate(self) -> None:
+        choice("bias_lookup", self.bias_lookup, BIAS_LOOKUPS)
+        choice("shift_pattern", self.shift_pattern, tuple(PATTERNS))
+        for name in ("num_classes", "num_frames", "patch_size", "temporal_patch", "embed_dim",
+                     "window_size", "channel_shift_div", "temporal_window"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.depths or len(self.depths) != len(self.num_heads):
+            raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} must be "
+                             f"non-empty and of the same length (one per stage)")
+        if any(not isinstance(v, int) or v < 1 for v in (*self.depths, *self.num_heads)):
+            raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} must be "
+                             f"positive integers")
+        for i, heads in enumerate(self.num_heads):
+            if (self.embed_dim * 2 ** i) % heads:
+                raise ValueError(f"stage {i} width {self.embed_dim * 2 ** i} is not divisible by "
+                                 f"its {heads} heads")
+        if self.channel_shift:
+            head_dim = min(self.embed_dim * 2 ** i // n for i, n in enumerate(self.num_heads))
+            if head_dim // self.channel_shift_div < 1:
+                raise ValueError(f"channel_shift_div {self.channel_shift_div} leaves no channel "
+                                 f"to shift in heads of {head_dim} channels")
+        h, w = self.image_hw
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size "
+                             f"{self.patch_size}")
+        if self.num_frames % self.temporal_patch:
+            raise ValueError(f"num_frames {self.num_frames} is not a multiple of temporal_patch "
+                             f"{self.temporal_patch} (each token spans {self.temporal_patch} "
+                             f"frames)")
+        if self.patch_shift and self.bias_lookup == "offset":
+            table = get_pattern(self.shift_pattern)
+            reach = int(table.max() - table.min())
+            if reach > self.temporal_window - 1:
+                raise ValueError(f"pattern {self.shift_pattern!r} has temporal offsets up to "
+                                 f"{reach} between tokens: temporal_window must be > {reach}, got "
+                                 f"{self.temporal_window}")
+        if self.bias_lookup == "release" and self.time_steps != self.temporal_window:
+            raise ValueError(f"bias_lookup='release' needs num_frames / temporal_patch == "
+                             f"temporal_window ({self.temporal_window}), got {self.time_steps} "
+                             f"time steps")
+        for name in ("drop_path_rate", "dropout_rate", "head_dropout_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype}")
+
+    def replace(self, **overrides) -> PSTConfig:
+        check_keys(overrides, type(self))
+        return dataclasses.replace(self, **overrides)
+
+    def describe(self) -> dict[str, str]:
+        """What the model zoo table shows about this model."""
+        mixing = [name for name, on in (("patch shift", self.patch_shift),
+                                        ("channel shift", self.channel_shift)) if on]
+        attention = "window" + (f" + {' + '.join(mixing)}" if mixing else " (per frame)")
+        return dict(family="swin", attention=attention, head="avg",
+                    size=f"{self.embed_dim} x {'-'.join(map(str, self.depths))}")
+
+
+class PoolHead(nnx.Module):
+    """Global average pool over time and space, dropout, linear (zero-initialised)."""
+
+    def __init__(self, cfg: PSTConfig, *, rngs: nnx.Rngs):
+        self.dropout = nnx.Dropout(cfg.head_dropout_rate, rngs=rngs)
+        self.classifier = nnx.Linear(cfg.num_features, cfg.num_classes,
+                                     kernel_init=nnx.initializers.zeros,
+                                     dtype=jnp.dtype(cfg.dtype), rngs=rngs)
+
+    def __call__(self, pooled: jax.Array, *, train: bool = False) -> jax.Array:
+        return self.classifier(self.dropout(pooled, deterministic=not train))
+
+
+class PST(nnx.Module):
+    """`model(video, train=False)`: normalised video (B, T, H, W, 3) -> fp32 logits (B, classes)."""
+
+    def __init__(self, cfg: PSTConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        self.backbone = SwinBackbone(cfg, rngs=rngs)
+        self.head = PoolHead(cfg, rngs=rngs)
+
+    def features(self, video: jax.Array, *, train: bool = False) -> jax.Array:
+        """Backbone features averaged over time and space: (B, C)."""
+        return self.backbone(video, train=train).mean(axis=(1, 2, 3))
+
+    def __call__(self, video: jax.Array, *, train: bool = False) -> jax.Array:
+        logits = self.head(self.features(video, train=train), train=train)
+        return logits.astype(jnp.float32)
+
+
+_PST = dict(num_frames=32, drop_path_rate=0.1, head_dropout_rate=0.5)
+PRESETS = {
+    "pst_tiny": dict(**SWIN_SIZES["T"], **_PST),
+    "pst_base": dict(**SWIN_SIZES["B"], **_PST),
+}
+
+__all__ = ["PRESETS", "PST", "PSTConfig", "SWIN_SIZES"]
