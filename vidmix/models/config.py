@@ -27,8 +27,39 @@ SHIFT_MODES = ("zero", "roll")
 PER_FRAME_CLS = ("mixing", "space")
 
 
+class ModelConfig:
+    """What the config dataclasses of every family share: list fields become tuples (hashable,
+    as the registry and cost caches need), `dtype` is normalised, `validate()` runs once;
+    `image_hw`, `replace` and the common checks."""
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            if isinstance(getattr(self, field.name), list):
+                object.__setattr__(self, field.name, tuple(getattr(self, field.name)))
+        object.__setattr__(self, "dtype", jnp.dtype(self.dtype).name)
+        self.validate()
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        s = self.image_size
+        return (s, s) if isinstance(s, int) else tuple(s)
+
+    def replace(self, **overrides):
+        check_keys(overrides, type(self))
+        return dataclasses.replace(self, **overrides)
+
+    def check_rates(self, *names: str) -> None:
+        for name in names:
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def check_dtype(self) -> None:
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype}")
+
+
 @dataclasses.dataclass(frozen=True)
-class VideoViTConfig:
+class VideoViTConfig(ModelConfig):
     """All options of a video ViT backbone and its head."""
 
     num_classes: int = 400
@@ -59,18 +90,7 @@ class VideoViTConfig:
     dropout_rate: float = 0.0  # dropout on the attention and MLP outputs of the backbone
     head_dropout_rate: float = 0.0  # dropout in the head (XViT's TA head: 0.5)
 
-    def __post_init__(self):
-        if isinstance(self.image_size, list):
-            object.__setattr__(self, "image_size", tuple(self.image_size))
-        object.__setattr__(self, "dtype", jnp.dtype(self.dtype).name)
-        self.validate()
-
     # Derived sizes -------------------------------------------------------------------------------
-    @property
-    def image_hw(self) -> tuple[int, int]:
-        s = self.image_size
-        return (s, s) if isinstance(s, int) else tuple(s)
-
     @property
     def grid(self) -> tuple[int, int]:
         h, w = self.image_hw
@@ -133,15 +153,8 @@ class VideoViTConfig:
             raise ValueError(f"head {self.head!r} needs one feature per frame, but attention "
                              f"{self.attention!r} keeps one CLS token per clip; use head 'linear' "
                              f"or 'avg', or attention {' or '.join(map(repr, PER_FRAME_CLS))}")
-        for name in ("drop_path_rate", "dropout_rate", "head_dropout_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype}")
-
-    def replace(self, **overrides) -> VideoViTConfig:
-        check_keys(overrides, type(self))
-        return dataclasses.replace(self, **overrides)
+        self.check_rates("drop_path_rate", "dropout_rate", "head_dropout_rate")
+        self.check_dtype()
 
     def describe(self) -> dict[str, str]:
         """What the model zoo table shows about this model."""

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vidmix.models.config import check_keys, choice
+from vidmix.models.config import ModelConfig, choice
 from vidmix.models.patch_shift import PATTERNS, get_pattern
 from vidmix.models.swin import SwinBackbone
 
@@ -36,7 +36,7 @@ SWIN_SIZES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class PSTConfig:
+class PSTConfig(ModelConfig):
     """All options of a PST (Swin with temporal patch and channel shift) and its head."""
 
     num_classes: int = 400
@@ -68,19 +68,7 @@ class PSTConfig:
     dropout_rate: float = 0.0
     head_dropout_rate: float = 0.5
 
-    def __post_init__(self):
-        for name in ("image_size", "depths", "num_heads"):
-            if isinstance(getattr(self, name), list):
-                object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, "dtype", jnp.dtype(self.dtype).name)
-        self.validate()
-
     # Derived sizes -------------------------------------------------------------------------------
-    @property
-    def image_hw(self) -> tuple[int, int]:
-        s = self.image_size
-        return (s, s) if isinstance(s, int) else tuple(s)
-
     @property
     def grid(self) -> tuple[int, int]:
         h, w = self.image_hw
@@ -137,15 +125,8 @@ class PSTConfig:
             raise ValueError(f"bias_lookup='release' needs num_frames / temporal_patch == "
                              f"temporal_window ({self.temporal_window}), got {self.time_steps} "
                              f"time steps")
-        for name in ("drop_path_rate", "dropout_rate", "head_dropout_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype}")
-
-    def replace(self, **overrides) -> PSTConfig:
-        check_keys(overrides, type(self))
-        return dataclasses.replace(self, **overrides)
+        self.check_rates("drop_path_rate", "dropout_rate", "head_dropout_rate")
+        self.check_dtype()
 
     def describe(self) -> dict[str, str]:
         """What the model zoo table shows about this model."""

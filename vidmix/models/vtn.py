@@ -18,13 +18,13 @@ import numpy as np
 from flax import nnx
 
 from vidmix.models.backbone import VideoViT
-from vidmix.models.config import VIT_SIZES, VideoViTConfig, check_keys
+from vidmix.models.config import VIT_SIZES, ModelConfig, VideoViTConfig
 from vidmix.models.layers import dense_init
 from vidmix.models.longformer import LongformerEncoder
 
 
 @dataclasses.dataclass(frozen=True)
-class VTNConfig:
+class VTNConfig(ModelConfig):
     """All options of a VTN: ViT backbone, Longformer temporal encoder, MLP head."""
 
     num_classes: int = 400
@@ -56,17 +56,6 @@ class VTNConfig:
     drop_path_rate: float = 0.0  # backbone stochastic depth
     dropout_rate: float = 0.0  # backbone dropout
     head_dropout_rate: float = 0.5
-
-    def __post_init__(self):
-        if isinstance(self.image_size, list):
-            object.__setattr__(self, "image_size", tuple(self.image_size))
-        object.__setattr__(self, "dtype", jnp.dtype(self.dtype).name)
-        self.validate()
-
-    @property
-    def image_hw(self) -> tuple[int, int]:
-        s = self.image_size
-        return (s, s) if isinstance(s, int) else tuple(s)
 
     @property
     def cls_position(self) -> int:
@@ -112,14 +101,8 @@ class VTNConfig:
         if self.max_positions < 3:
             raise ValueError(f"max_positions must be >= 3 (frames, [CLS], padding), got "
                              f"{self.max_positions}")
-        for name in ("temporal_dropout_rate", "temporal_attention_dropout_rate",
-                     "head_dropout_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-
-    def replace(self, **overrides) -> VTNConfig:
-        check_keys(overrides, type(self))
-        return dataclasses.replace(self, **overrides)
+        self.check_rates("temporal_dropout_rate", "temporal_attention_dropout_rate",
+                         "head_dropout_rate")
 
     def describe(self) -> dict[str, str]:
         """What the model zoo table shows about this model."""
