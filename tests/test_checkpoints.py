@@ -398,3 +398,20 @@ def test_convert_command_writes_an_orbax_checkpoint(tmp_path, ref, frames):
     assert rel_err(np.asarray(model(jnp.asarray(frames[:, None]))), image_logits(ref, frames)) < 1e-5
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode != 0 and "exists; choose a new output folder" in again.stderr
+
+
+def test_incomplete_hf_qkv_is_reported_by_its_file_names(tmp_path, ref):
+    # a Hugging Face file missing one layer's key projection: the layer's query and value are not
+    # fused, the error names them as the file does, and the fused kernel as missing
+    from safetensors.numpy import save_file
+
+    state = {k: np.ascontiguousarray(v) for k, v in hub_state(ref).items()
+             if not k.endswith("layer.1.attention.attention.key.weight")}
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(vidmix.CheckpointMismatchError) as e:
+        vidmix.load_weights(frame_vit(), tmp_path / "model.safetensors")
+    message = str(e.value)
+    assert "backbone/blocks/1/attn/qkv/kernel <- blocks.1.attn.qkv.weight" in message
+    for part in ("query", "value"):
+        assert f"encoder.layer.1.attention.attention.{part}.weight" in message
+    assert "blocks.1.attn.qkv.bias" not in message  # the biases are complete: fused

@@ -26,9 +26,10 @@ from vidmix.checkpoints.mapping import (
     Mapping,
     conv_kernel,
     keep,
-    linear_kernel,
     squeeze_leading,
     take,
+    torch_linear,
+    torch_norm,
     zeros,
 )
 from vidmix.models.config import VideoViTConfig
@@ -68,35 +69,25 @@ def patch_kernel(weight: np.ndarray, tubelet: int, inflate: str) -> np.ndarray:
     return inflated
 
 
-def _linear(dst: str, src: str, bias: bool = True) -> Mapping:
-    m = {f"{dst}/kernel": take(f"{src}.weight", linear_kernel)}
-    if bias:
-        m[f"{dst}/bias"] = take(f"{src}.bias")
-    return m
-
-
-def _norm(dst: str, src: str) -> Mapping:
-    return {f"{dst}/scale": take(f"{src}.weight"), f"{dst}/bias": take(f"{src}.bias")}
-
 
 def _block(dst: str, src: str, qkv_bias: bool = True) -> Mapping:
-    return {**_norm(f"{dst}/norm1", f"{src}.norm1"),
-            **_linear(f"{dst}/attn/qkv", f"{src}.attn.qkv", qkv_bias),
-            **_linear(f"{dst}/attn/proj", f"{src}.attn.proj"),
-            **_norm(f"{dst}/norm2", f"{src}.norm2"),
-            **_linear(f"{dst}/mlp/fc1", f"{src}.mlp.fc1"),
-            **_linear(f"{dst}/mlp/fc2", f"{src}.mlp.fc2")}
+    return {**torch_norm(f"{dst}/norm1", f"{src}.norm1"),
+            **torch_linear(f"{dst}/attn/qkv", f"{src}.attn.qkv", qkv_bias),
+            **torch_linear(f"{dst}/attn/proj", f"{src}.attn.proj"),
+            **torch_norm(f"{dst}/norm2", f"{src}.norm2"),
+            **torch_linear(f"{dst}/mlp/fc1", f"{src}.mlp.fc1"),
+            **torch_linear(f"{dst}/mlp/fc2", f"{src}.mlp.fc2")}
 
 
 def _temporal_branch(dst: str, src: str, keys) -> Mapping:
     if f"{src}.temporal_attn.qkv.weight" in keys:  # a video checkpoint
-        return {**_norm(f"{dst}/temporal_norm", f"{src}.temporal_norm1"),
-                **_linear(f"{dst}/temporal_attn/qkv", f"{src}.temporal_attn.qkv"),
-                **_linear(f"{dst}/temporal_attn/proj", f"{src}.temporal_attn.proj"),
-                **_linear(f"{dst}/temporal_fc", f"{src}.temporal_fc")}
-    return {**_norm(f"{dst}/temporal_norm", f"{src}.norm1"),  # TimeSformer's image init
-            **_linear(f"{dst}/temporal_attn/qkv", f"{src}.attn.qkv"),
-            **_linear(f"{dst}/temporal_attn/proj", f"{src}.attn.proj"),
+        return {**torch_norm(f"{dst}/temporal_norm", f"{src}.temporal_norm1"),
+                **torch_linear(f"{dst}/temporal_attn/qkv", f"{src}.temporal_attn.qkv"),
+                **torch_linear(f"{dst}/temporal_attn/proj", f"{src}.temporal_attn.proj"),
+                **torch_linear(f"{dst}/temporal_fc", f"{src}.temporal_fc")}
+    return {**torch_norm(f"{dst}/temporal_norm", f"{src}.norm1"),  # TimeSformer's image init
+            **torch_linear(f"{dst}/temporal_attn/qkv", f"{src}.attn.qkv"),
+            **torch_linear(f"{dst}/temporal_attn/proj", f"{src}.attn.proj"),
             f"{dst}/temporal_fc/kernel": zeros("temporal_fc starts at zero"),
             f"{dst}/temporal_fc/bias": zeros("temporal_fc starts at zero")}
 
@@ -112,13 +103,13 @@ def _head(cfg: VideoViTConfig, keys) -> tuple[Mapping, str]:
             return fresh("the checkpoint has no temporal-attention head: new head")
         m = {"head/token": take("consensus.cls_token", lambda x: x.reshape(-1)),
              **_block("head/block", "consensus.temporal_encoder.0", qkv_bias=False),
-             **_norm("head/norm", "consensus.mlp_head.0"),
-             **_linear("head/pre_logits", "consensus.mlp_head.1"),
-             **_linear("head/classifier", "consensus.mlp_head.4")}
+             **torch_norm("head/norm", "consensus.mlp_head.0"),
+             **torch_linear("head/pre_logits", "consensus.mlp_head.1"),
+             **torch_linear("head/classifier", "consensus.mlp_head.4")}
         return m, "the release's unused per-frame classifier"
     if "head.weight" not in keys:
         return fresh("the checkpoint has no classifier: new head")
-    return _linear("head/classifier", "head"), "not part of this model's head"
+    return torch_linear("head/classifier", "head"), "not part of this model's head"
 
 
 def mapping(cfg: VideoViTConfig, tensors: dict, params, *, inflate: str = "average"):
@@ -137,7 +128,7 @@ def mapping(cfg: VideoViTConfig, tensors: dict, params, *, inflate: str = "avera
         "backbone/temporal_embed": (
             take("time_embed", lambda x: resize_time_embed(squeeze_leading(x), cfg.embed_slots))
             if "time_embed" in keys else zeros("temporal embedding starts at zero")),
-        **_norm("backbone/norm", "norm"),
+        **torch_norm("backbone/norm", "norm"),
     }
     for i in range(cfg.depth):
         m.update(_block(f"backbone/blocks/{i}", f"blocks.{i}", cfg.qkv_bias))

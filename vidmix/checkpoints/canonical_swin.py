@@ -15,7 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from vidmix.checkpoints.canonical import INFLATIONS, patch_kernel
-from vidmix.checkpoints.mapping import Mapping, Source, keep, linear_kernel, take
+from vidmix.checkpoints.mapping import (
+    Mapping,
+    Source,
+    keep,
+    linear_kernel,
+    take,
+    torch_linear,
+    torch_norm,
+)
 
 
 def _table(src: str, window_side: int) -> Source:
@@ -39,26 +47,16 @@ def _table(src: str, window_side: int) -> Source:
     return Source((src,), fn)
 
 
-def _linear(dst: str, src: str, bias: bool = True) -> Mapping:
-    m = {f"{dst}/kernel": take(f"{src}.weight", linear_kernel)}
-    if bias:
-        m[f"{dst}/bias"] = take(f"{src}.bias")
-    return m
-
-
-def _norm(dst: str, src: str) -> Mapping:
-    return {f"{dst}/scale": take(f"{src}.weight"), f"{dst}/bias": take(f"{src}.bias")}
-
 
 def _block(dst: str, src: str, qkv_bias: bool, window_side: int) -> Mapping:
-    return {**_norm(f"{dst}/norm1", f"{src}.norm1"),
-            **_linear(f"{dst}/attn/qkv", f"{src}.attn.qkv", qkv_bias),
-            **_linear(f"{dst}/attn/proj", f"{src}.attn.proj"),
+    return {**torch_norm(f"{dst}/norm1", f"{src}.norm1"),
+            **torch_linear(f"{dst}/attn/qkv", f"{src}.attn.qkv", qkv_bias),
+            **torch_linear(f"{dst}/attn/proj", f"{src}.attn.proj"),
             f"{dst}/attn/relative_position_bias_table":
                 _table(f"{src}.attn.relative_position_bias_table", window_side),
-            **_norm(f"{dst}/norm2", f"{src}.norm2"),
-            **_linear(f"{dst}/mlp/fc1", f"{src}.mlp.fc1"),
-            **_linear(f"{dst}/mlp/fc2", f"{src}.mlp.fc2")}
+            **torch_norm(f"{dst}/norm2", f"{src}.norm2"),
+            **torch_linear(f"{dst}/mlp/fc1", f"{src}.mlp.fc1"),
+            **torch_linear(f"{dst}/mlp/fc2", f"{src}.mlp.fc2")}
 
 
 HEAD_KEYS = ("head.",)
@@ -75,8 +73,8 @@ def mapping(cfg, tensors: dict, params, *, inflate: str = "average"):
         "backbone/patch_embed/proj/kernel": take(
             "patch_embed.proj.weight", lambda w: patch_kernel(w, cfg.temporal_patch, inflate)),
         "backbone/patch_embed/proj/bias": take("patch_embed.proj.bias"),
-        **_norm("backbone/patch_embed/norm", "patch_embed.norm"),
-        **_norm("backbone/norm", "norm"),
+        **torch_norm("backbone/patch_embed/norm", "patch_embed.norm"),
+        **torch_norm("backbone/norm", "norm"),
     }
     resolutions = stage_resolutions(cfg.grid, len(cfg.depths))
     for i, depth in enumerate(cfg.depths):
@@ -84,7 +82,7 @@ def mapping(cfg, tensors: dict, params, *, inflate: str = "average"):
         for j in range(depth):
             m.update(_block(f"backbone/layers/{i}/blocks/{j}", f"layers.{i}.blocks.{j}",
                             cfg.qkv_bias, side))
-        m.update(_norm(f"backbone/layers/{i}/downsample/norm", f"layers.{i}.downsample.norm"))
+        m.update(torch_norm(f"backbone/layers/{i}/downsample/norm", f"layers.{i}.downsample.norm"))
         m[f"backbone/layers/{i}/downsample/reduction/kernel"] = take(
             f"layers.{i}.downsample.reduction.weight", linear_kernel)
 
@@ -92,7 +90,7 @@ def mapping(cfg, tensors: dict, params, *, inflate: str = "average"):
     if "head.weight" in tensors:
         classes = tensors["head.weight"].shape[0]
         if classes == cfg.num_classes:
-            m.update(_linear("head/classifier", "head"))
+            m.update(torch_linear("head/classifier", "head"))
         else:
             why = (f"the checkpoint's classifier has {classes} classes, the model "
                    f"{cfg.num_classes}: new classifier")

@@ -11,8 +11,7 @@ family's own (`canonical.mapping` of `VTNConfig.backbone_config()`), read under 
 from __future__ import annotations
 
 from vidmix.checkpoints import canonical
-from vidmix.checkpoints.canonical import _linear, _norm
-from vidmix.checkpoints.mapping import Mapping, Source, keep, take
+from vidmix.checkpoints.mapping import Mapping, Source, keep, take, torch_linear, torch_norm
 
 BACKBONE = "backbone."
 TEMPORAL = "temporal_encoder."
@@ -49,24 +48,24 @@ def temporal_mapping(cfg) -> Mapping:
     e, dst = f"{TEMPORAL}embeddings", "temporal/embeddings"
     m = {f"{dst}/position/embedding": take(f"{e}.position_embeddings.weight"),
          f"{dst}/token_type/embedding": take(f"{e}.token_type_embeddings.weight"),
-         **_norm(f"{dst}/norm", f"{e}.LayerNorm")}
+         **torch_norm(f"{dst}/norm", f"{e}.LayerNorm")}
     for i in range(cfg.temporal_layers):
         src, dst = f"{TEMPORAL}encoder.layer.{i}", f"temporal/layers/{i}"
         for name in ("query", "key", "value", "query_global", "key_global", "value_global"):
-            m.update(_linear(f"{dst}/attention/{name}", f"{src}.attention.self.{name}"))
-        m.update({**_linear(f"{dst}/attention_output", f"{src}.attention.output.dense"),
-                  **_norm(f"{dst}/attention_norm", f"{src}.attention.output.LayerNorm"),
-                  **_linear(f"{dst}/intermediate", f"{src}.intermediate.dense"),
-                  **_linear(f"{dst}/output", f"{src}.output.dense"),
-                  **_norm(f"{dst}/output_norm", f"{src}.output.LayerNorm")})
+            m.update(torch_linear(f"{dst}/attention/{name}", f"{src}.attention.self.{name}"))
+        m.update({**torch_linear(f"{dst}/attention_output", f"{src}.attention.output.dense"),
+                  **torch_norm(f"{dst}/attention_norm", f"{src}.attention.output.LayerNorm"),
+                  **torch_linear(f"{dst}/intermediate", f"{src}.intermediate.dense"),
+                  **torch_linear(f"{dst}/output", f"{src}.output.dense"),
+                  **torch_norm(f"{dst}/output_norm", f"{src}.output.LayerNorm")})
     return m
 
 
 def head_mapping(cfg, tensors: dict) -> tuple[Mapping, dict[str, str]]:
     """The MLP head (`mlp_head.0` LayerNorm, `.1` Linear, `.4` classifier); a classifier of
     another class count is replaced by a fresh one."""
-    m = {**_norm("head/norm", "mlp_head.0"), **_linear("head/pre_logits", "mlp_head.1"),
-         **_linear("head/classifier", "mlp_head.4")}
+    m = {**torch_norm("head/norm", "mlp_head.0"), **torch_linear("head/pre_logits", "mlp_head.1"),
+         **torch_linear("head/classifier", "mlp_head.4")}
     weight = tensors.get("mlp_head.4.weight")
     if weight is None or weight.shape[0] == cfg.num_classes:
         return m, {}

@@ -62,6 +62,19 @@ def conv_kernel(w):
     return np.moveaxis(w, (0, 1), (-1, -2))
 
 
+def torch_linear(dst: str, src: str, bias: bool = True) -> Mapping:
+    """A Dense at `dst` from the torch Linear `src` (weight transposed, bias as is)."""
+    m = {f"{dst}/kernel": take(f"{src}.weight", linear_kernel)}
+    if bias:
+        m[f"{dst}/bias"] = take(f"{src}.bias")
+    return m
+
+
+def torch_norm(dst: str, src: str) -> Mapping:
+    """A LayerNorm at `dst` from the torch LayerNorm `src`."""
+    return {f"{dst}/scale": take(f"{src}.weight"), f"{dst}/bias": take(f"{src}.bias")}
+
+
 def squeeze_leading(x):
     """(1, ..., n, D) -> (n, D): PyTorch keeps batch axes on tokens and embeddings."""
     while x.ndim > 2 and x.shape[0] == 1:

@@ -72,16 +72,6 @@ class VideoViT(nnx.Module):
         ])
         self.norm = nnx.LayerNorm(d, epsilon=cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
 
-    def check_input(self, video) -> None:
-        cfg = self.cfg
-        want = (cfg.num_frames, *cfg.image_hw, 3)
-        if video.ndim != 5 or tuple(video.shape[1:]) != want:
-            raise ValueError(
-                f"expected a video of shape (batch, {', '.join(map(str, want))}) = (B, T, H, W, "
-                f"RGB), got {tuple(video.shape)}; this model was built for num_frames="
-                f"{cfg.num_frames}, image_size={cfg.image_size} (make the model with other values "
-                f"to take other clips)")
-
     def embed(self, video: jax.Array) -> jax.Array:
         """Patch tokens plus position and temporal embeddings, in the scheme's layout."""
         cfg = self.cfg
@@ -108,7 +98,7 @@ class VideoViT(nnx.Module):
 
     def tokens(self, video: jax.Array, *, train: bool = False) -> jax.Array:
         """All output tokens of the last block (before the final norm), in the scheme's layout."""
-        self.check_input(video)
+        self.cfg.check_clip(video)
         x = self.embed(video.astype(jnp.dtype(self.cfg.dtype)))
         for block in self.blocks:
             if self.cfg.remat:

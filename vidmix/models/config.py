@@ -44,6 +44,16 @@ class ModelConfig:
         s = self.image_size
         return (s, s) if isinstance(s, int) else tuple(s)
 
+    def check_clip(self, video) -> None:
+        """A clear error unless `video` is (B, num_frames, H, W, 3) at this config's size."""
+        want = (self.num_frames, *self.image_hw, 3)
+        if video.ndim != 5 or tuple(video.shape[1:]) != want:
+            raise ValueError(
+                f"expected a video of shape (batch, {', '.join(map(str, want))}) = (B, T, H, W, "
+                f"RGB), got {tuple(video.shape)}; this model was built for num_frames="
+                f"{self.num_frames}, image_size={self.image_size} (make the model with other "
+                "values to take other clips)")
+
     def replace(self, **overrides):
         check_keys(overrides, type(self))
         return dataclasses.replace(self, **overrides)

@@ -300,18 +300,8 @@ class SwinBackbone(nnx.Module):
         self.norm = nnx.LayerNorm(cfg.num_features, epsilon=cfg.layer_norm_eps, dtype=dtype,
                                   rngs=rngs)
 
-    def check_input(self, video) -> None:
-        cfg = self.cfg
-        want = (cfg.num_frames, *cfg.image_hw, 3)
-        if video.ndim != 5 or tuple(video.shape[1:]) != want:
-            raise ValueError(
-                f"expected a video of shape (batch, {', '.join(map(str, want))}) = (B, T, H, W, "
-                f"RGB), got {tuple(video.shape)}; this model was built for num_frames="
-                f"{cfg.num_frames}, image_size={cfg.image_size} (make the model with other values "
-                f"to take other clips)")
-
     def __call__(self, video: jax.Array, *, train: bool = False) -> jax.Array:
-        self.check_input(video)
+        self.cfg.check_clip(video)
         x = self.patch_embed(video.astype(jnp.dtype(self.cfg.dtype)))
         for stage in self.layers:
             for block in stage.blocks:

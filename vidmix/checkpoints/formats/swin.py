@@ -15,9 +15,7 @@ from __future__ import annotations
 import re
 import types
 
-import numpy as np
-
-from vidmix.checkpoints.formats.renaming import rename, strip_prefix
+from vidmix.checkpoints.formats.renaming import QKV_PART, fuse_qkv, rename, strip_prefix
 
 _BUFFER = re.compile(r"(^|\.)(relative_position_index(_old)?|attn_mask)$")
 _TABLE = "layers.0.blocks.0.attn.relative_position_bias_table"  # in every Swin file
@@ -82,11 +80,8 @@ _HF_RULES = [
     (r"^layernorm\.", "norm."),
     (r"^classifier\.", "head."),
 ]
-# Saved files: attention.self.{query,key,value}; transformers >= 5 in memory:
-# attention.{q,k,v}_proj.
-_QKV = re.compile(_B + r"attention\.(?:self\.)?(query|key|value|q_proj|k_proj|v_proj)\."
-                  r"(weight|bias)$")
-_PART = {"q_proj": "query", "k_proj": "key", "v_proj": "value"}
+_QKV = re.compile(r"^encoder\.layers\.(?P<stage>\d+)\.blocks\.(?P<block>\d+)\.attention\."
+                  r"(?:self\.)?" + QKV_PART)
 
 
 def _hf_detect(keys) -> bool:
@@ -96,25 +91,10 @@ def _hf_detect(keys) -> bool:
 
 
 def _hf(tensors: dict) -> dict:
-    tensors = _drop_buffers(strip_prefix(tensors, "swin."))
-    qkv: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
-    rest = {}
-    for key, value in tensors.items():
-        m = _QKV.match(key)
-        if m:
-            part = _PART.get(m.group(3), m.group(3))
-            qkv.setdefault((m.group(1), m.group(2), m.group(4)), {})[part] = value
-        else:
-            rest[key] = value
-    out = rename(rest, _HF_RULES)
-    for (i, j, kind), parts in qkv.items():
-        if set(parts) != {"query", "key", "value"}:  # leave the parts to be reported by name
-            out.update({f"encoder.layers.{i}.blocks.{j}.attention.self.{p}.{kind}": v
-                        for p, v in parts.items()})
-            continue
-        out[f"layers.{i}.blocks.{j}.attn.qkv.{kind}"] = np.concatenate(
-            [parts["query"], parts["key"], parts["value"]], axis=0)
-    return out
+    qkv, rest = fuse_qkv(_drop_buffers(strip_prefix(tensors, "swin.")), _QKV,
+                         "layers.{stage}.blocks.{block}.attn.qkv.{kind}",
+                         "encoder.layers.{stage}.blocks.{block}.attention.self.{part}.{kind}")
+    return {**rename(rest, _HF_RULES), **qkv}
 
 
 hugging_face = types.SimpleNamespace(detect=_hf_detect, to_canonical=_hf)

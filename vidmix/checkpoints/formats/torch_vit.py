@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 import types
 
-import numpy as np
-
-from vidmix.checkpoints.formats.renaming import HF_VIT_RULES, rename, strip_prefix
+from vidmix.checkpoints.formats.renaming import (
+    HF_VIT_RULES,
+    QKV_PART,
+    fuse_qkv,
+    rename,
+    strip_prefix,
+)
 
 
 def _timm_detect(keys) -> bool:
@@ -24,9 +28,8 @@ _HF_RULES = HF_VIT_RULES + [
     (r"^layers\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
     (r"^layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."),
 ]
-_QKV = re.compile(r"^(?:encoder\.layer|layers)\.(\d+)\.attention\.(?:attention\.)?"
-                  r"(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)$")
-_PART = {"q_proj": "query", "k_proj": "key", "v_proj": "value"}
+_QKV = re.compile(r"^(?:encoder\.layer|layers)\.(?P<layer>\d+)\.attention\.(?:attention\.)?"
+                  + QKV_PART)
 
 
 def _hf_detect(keys) -> bool:
@@ -34,25 +37,9 @@ def _hf_detect(keys) -> bool:
 
 
 def _hf(tensors: dict) -> dict:
-    tensors = strip_prefix(tensors, "vit.")
-    qkv: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    rest = {}
-    for key, value in tensors.items():
-        m = _QKV.match(key)
-        if m:
-            part = _PART.get(m.group(2), m.group(2))
-            qkv.setdefault((m.group(1), m.group(3)), {})[part] = value
-        else:
-            rest[key] = value
-    out = rename(rest, _HF_RULES)
-    for (i, kind), parts in qkv.items():
-        if set(parts) != {"query", "key", "value"}:  # leave the parts to be reported by name
-            out.update({f"encoder.layer.{i}.attention.attention.{p}.{kind}": v
-                        for p, v in parts.items()})
-            continue
-        out[f"blocks.{i}.attn.qkv.{kind}"] = np.concatenate(
-            [parts["query"], parts["key"], parts["value"]], axis=0)
-    return out
+    qkv, rest = fuse_qkv(strip_prefix(tensors, "vit."), _QKV, "blocks.{layer}.attn.qkv.{kind}",
+                         "encoder.layer.{layer}.attention.attention.{part}.{kind}")
+    return {**rename(rest, _HF_RULES), **qkv}
 
 
 hugging_face = types.SimpleNamespace(detect=_hf_detect, to_canonical=_hf)
