@@ -92,10 +92,14 @@ def main(argv):
 
         jax.distributed.initialize()  # coordinator, process count and id from the environment
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax / tfds chatter
+    # vidmix's own messages at INFO through one handler; not propagated, or absl's root handler
+    # would print each of them a second time
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("vidmix").addHandler(handler)
-    logging.getLogger("vidmix").setLevel(logging.INFO)
+    vidmix_log = logging.getLogger("vidmix")
+    vidmix_log.handlers[:] = [handler]
+    vidmix_log.setLevel(logging.INFO)
+    vidmix_log.propagate = False
     MODES[mode](config, FLAGS.workdir or default_workdir())
 
 

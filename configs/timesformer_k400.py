@@ -11,8 +11,6 @@ test 1 clip x 3 crops; normalisation mean 0.45, std 0.225. Batch 64 (8 GPUs x 8)
 
 from vidmix.training.base_config import base_config
 
-KINETICS400_TRAIN = 240_000
-
 
 def get_config(arg: str | None = None):
     c = base_config()
@@ -28,8 +26,8 @@ def get_config(arg: str | None = None):
     c.data.std = (0.225, 0.225, 0.225)
     c.data.worker_count = 8
     c.train.batch_size = 64
-    epoch = KINETICS400_TRAIN // c.train.batch_size
-    c.train.num_steps = 15 * epoch
+    c.train.num_steps = 0  # in epochs of the dataset's real train split:
+    c.train.num_epochs = 15
     c.train.optimizer = "sgd"
     c.train.learning_rate = 0.005
     c.train.schedule = "step"
@@ -40,5 +38,5 @@ def get_config(arg: str | None = None):
     c.train.log_every = 50
     c.eval.num_clips = 1
     c.eval.num_crops = 3
-    c.eval.every = 3 * epoch
+    c.eval.every_epochs = 3
     return c

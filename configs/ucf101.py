@@ -22,8 +22,6 @@ The other families follow their own releases (specs/vtn.md, specs/pst.md) on the
 
 from vidmix.training.base_config import base_config
 
-UCF101_TRAIN = 9_537  # split 1
-
 
 def _vtn(c):
     c.data.num_frames = 16
@@ -56,11 +54,11 @@ def get_config(arg: str | None = None):
     c.data.crop = "jitter"
     c.data.worker_count = 8
     c.train.batch_size = 32
-    epoch = UCF101_TRAIN // c.train.batch_size
-    c.train.num_steps = 15 * epoch
+    c.train.num_steps = 0  # in epochs of the dataset's real train split:
+    c.train.num_epochs = 15
     c.train.optimizer = "sgd"
     c.train.learning_rate = 0.005
-    c.train.warmup_steps = epoch
+    c.train.warmup_epochs = 1
     c.train.weight_decay = 1e-4
     c.train.label_smoothing = 0.1
     c.train.checkpoint_every = 1000
@@ -68,6 +66,6 @@ def get_config(arg: str | None = None):
     c.eval.batch_size = 36
     c.eval.num_clips = 3
     c.eval.num_crops = 3
-    c.eval.every = 5 * epoch
+    c.eval.every_epochs = 5
     RECIPES.get(c.model.name, lambda c: None)(c)
     return c

@@ -12,8 +12,6 @@ Difference: RandAugment (2 ops) stands in for the official AutoAugment policy.
 
 from vidmix.training.base_config import base_config
 
-KINETICS400_TRAIN = 240_000  # clips (approximate; depends on what is still downloadable)
-
 
 def get_config(arg: str | None = None):
     frames = int(arg or 8)
@@ -31,11 +29,11 @@ def get_config(arg: str | None = None):
     c.data.mixup = 0.4
     c.data.worker_count = 8
     c.train.batch_size = 64
-    epoch = KINETICS400_TRAIN // c.train.batch_size
-    c.train.num_steps = 30 * epoch
+    c.train.num_steps = 0  # in epochs of the dataset's real train split:
+    c.train.num_epochs = 30
     c.train.optimizer = "sgd"
     c.train.learning_rate = 0.03
-    c.train.warmup_steps = 5 * epoch
+    c.train.warmup_epochs = 5
     c.train.warmup_init = 0.01 / 0.03
     c.train.weight_decay = 1e-5
     c.train.decay_mask = "all_but_head_bias"
@@ -45,5 +43,5 @@ def get_config(arg: str | None = None):
     c.eval.batch_size = 64
     c.eval.num_clips = 1
     c.eval.num_crops = 3
-    c.eval.every = 5 * epoch
+    c.eval.every_epochs = 5
     return c

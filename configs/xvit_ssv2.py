@@ -12,8 +12,6 @@ Difference: RandAugment (2 ops) stands in for the official AutoAugment policy.
 
 from vidmix.training.base_config import base_config
 
-SSV2_TRAIN = 168_913
-
 
 def get_config(arg: str | None = None):
     c = base_config()
@@ -31,11 +29,11 @@ def get_config(arg: str | None = None):
     c.data.random_erasing = 0.25
     c.data.worker_count = 8
     c.train.batch_size = 64
-    epoch = SSV2_TRAIN // c.train.batch_size
-    c.train.num_steps = 35 * epoch
+    c.train.num_steps = 0  # in epochs of the dataset's real train split:
+    c.train.num_epochs = 35
     c.train.optimizer = "sgd"
     c.train.learning_rate = 0.03
-    c.train.warmup_steps = 5 * epoch
+    c.train.warmup_epochs = 5
     c.train.warmup_init = 0.003 / 0.03
     c.train.weight_decay = 1e-4
     c.train.decay_mask = "all_but_head_bias"
@@ -43,5 +41,5 @@ def get_config(arg: str | None = None):
     c.train.log_every = 50
     c.eval.num_clips = 2
     c.eval.num_crops = 3
-    c.eval.every = 5 * epoch
+    c.eval.every_epochs = 5
     return c

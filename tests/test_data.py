@@ -447,3 +447,28 @@ def test_batches_carry_the_frame_indices_of_their_clips(built):
     with pytest.raises(ValueError, match="num_frames must be positive"):
         make_loader(built.data_dir, "train", num_frames=-1, image_size=32, batch_size=2,
                     train=False)
+
+
+def test_worker_build_without_main_guard_says_to_add_it(tmp_path):
+    """A script calling build_dataset with worker processes and no `if __name__ == "__main__":`
+    guard gets one clear error naming the fix; the same script with the guard builds."""
+    call = (f"build_dataset('synthetic', None, {str(tmp_path / 'out')!r}, num_train=4, "
+            "num_val=2, num_frames=4, size=16, num_workers=2)")
+    scripts = {"bare": f"from vidmix.data import build_dataset\n{call}\n",
+               "guarded": f"from vidmix.data import build_dataset\nif __name__ == '__main__':\n"
+                          f"    print({call}.num_examples)\n"}
+    results = {}
+    for name, text in scripts.items():
+        (tmp_path / f"{name}.py").write_text(text)
+        results[name] = subprocess.run([sys.executable, str(tmp_path / f"{name}.py")],
+                                       cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                                       env={**os.environ, "PYTHONPATH": ROOT})
+    bare = results["bare"]
+    assert bare.returncode != 0
+    last = bare.stderr.strip().splitlines()
+    assert "RuntimeError: build_dataset's worker processes could not start" in bare.stderr
+    assert 'if __name__ == "__main__":' in "\n".join(last[-6:])
+    assert "No examples were yielded" not in bare.stderr
+    guarded = results["guarded"]
+    assert guarded.returncode == 0, guarded.stderr[-3000:]
+    assert guarded.stdout.strip().splitlines()[-1] == "6"

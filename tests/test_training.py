@@ -156,6 +156,25 @@ def test_bad_configs_fail_at_start_with_a_fix(data_dir, tmp_path):
     assert result.returncode != 0 and "batch_sise" in result.stderr
 
 
+def test_schedules_in_epochs_use_the_real_split_size(data_dir, tmp_path):
+    # 32 training videos at batch 8: 4 steps per epoch
+    config = tiny_config(data_dir, num_steps=0, num_epochs=2.5, warmup_epochs=0.5)
+    config.eval.every_epochs = 1
+    exp = setup(config, str(tmp_path))
+    assert exp.num_steps == 10  # ceil(2.5 * 32 / 8)
+    assert (exp.config.train.warmup_steps, exp.config.eval.every) == (2, 4)
+    assert config.train.num_steps == 0  # the caller's config is not changed
+    # the schedule the optimiser got: warm-up over 2 steps, then cosine to 0 at step 10
+    from vidmix.training.optim import schedule
+
+    lr = schedule(exp.config.train, exp.num_steps)
+    assert float(lr(2)) == pytest.approx(config.train.learning_rate)
+    assert float(lr(10)) == pytest.approx(0.0, abs=1e-9)
+    both = tiny_config(data_dir, num_steps=6, num_epochs=1)
+    with pytest.raises(ValueError, match="num_steps=6 and config.train.num_epochs=1"):
+        setup(both, str(tmp_path))
+
+
 def test_init_from_an_image_checkpoint_lands_sharded(data_dir, tmp_path):
     # an HF ViT folder of the tiny model's shape: converted in host memory, then split over fsdp
     import torch
@@ -327,21 +346,18 @@ def test_two_processes_agree_with_one(data_dir):
 
 
 @pytest.mark.slow
-def test_demo_learns_time_and_frame_averaging_does_not(tmp_path):
-    """The README's main command: XViT reaches >= 90% on the arrow-of-time task; the same model
-    and budget with space-only attention (a frame-averaging model) stays near chance (50%)."""
+def test_frame_averaging_baseline_stays_at_chance(tmp_path):
+    """The demo's model and budget with space-only attention (a frame-averaging model) stays near
+    chance (50%); that the demo itself learns is tested from a fresh clone (test_fresh_clone)."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as the README
-    data = f"--config.data.dir={tmp_path / 'data'}"
-    top1 = {}
-    for arg in ("", ":space"):
-        result = subprocess.run([sys.executable, "main.py", f"--config=configs/default.py{arg}",
-                                 f"--workdir={tmp_path / ('run' + arg[1:])}", data],
-                                cwd=ROOT, capture_output=True, text=True, env=env)
-        assert result.returncode == 0, result.stderr[-3000:]
-        line = [x for x in result.stdout.splitlines() if x.startswith("eval")][-1]
-        top1[arg] = float(line.split("top-1 ")[1].split("%")[0])
-    assert top1[""] >= 90, top1
-    assert 40 <= top1[":space"] <= 60, top1
+    result = subprocess.run([sys.executable, "main.py", "--config=configs/default.py:space",
+                             f"--workdir={tmp_path / 'run'}",
+                             f"--config.data.dir={tmp_path / 'data'}"],
+                            cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [x for x in result.stdout.splitlines() if x.startswith("eval")][-1]
+    top1 = float(line.split("top-1 ")[1].split("%")[0])
+    assert 40 <= top1 <= 60, line
 
 
 CONFIGS = [("default", None), ("default", "space"), ("default", "vtn"), ("default", "pst"),
@@ -362,7 +378,12 @@ def test_every_config_builds_its_model(name, arg):
     from vidmix.models import build_model, model_config
     from vidmix.training.trainer import _check_eval_frames, _model_overrides
 
+    from vidmix.training.epochs import resolve_epochs
+
     config = importlib.import_module(f"configs.{name}").get_config(arg)
+    if name != "default":  # recipes give their schedule in epochs of the real split size
+        steps = resolve_epochs(config, 10_000).train
+        assert config.train.num_epochs and steps.num_steps >= 10_000 // config.train.batch_size
     cfg = model_config(config.model.name, **_model_overrides(config, 10))
     assert (cfg.num_frames, cfg.num_classes) == (config.data.num_frames, 10)
     _check_eval_frames(config, nnx.eval_shape(lambda: build_model(cfg)))

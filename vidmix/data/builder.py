@@ -107,6 +107,7 @@ def _pool_map(fn, items, num_workers):
     items = iter(items)
     pending = collections.deque()
     pool = futures.ProcessPoolExecutor(num_workers, mp_context=ctx)
+    _check_workers_start(pool)
     try:
         pending.extend((x, pool.submit(fn, x)) for x in itertools.islice(items, 2 * num_workers))
         while pending:
@@ -127,6 +128,23 @@ def _pool_map(fn, items, num_workers):
             yield result
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+GUARD_HELP = (
+    "build_dataset's worker processes could not start. Worker processes are spawned: each one "
+    "imports your script again, so a script that calls build_dataset with num_workers > 1 must "
+    "do so under\n\n    if __name__ == \"__main__\":\n        build_dataset(...)\n\n"
+    "(or pass num_workers=1).")
+
+
+def _check_workers_start(pool) -> None:
+    """A trivial task first: if no worker can even start, that is not a decoder crash (whose file
+    is skipped) but, almost always, a script without an `if __name__ == "__main__":` guard."""
+    try:
+        pool.submit(os.getpid).result()
+    except futures.process.BrokenProcessPool:
+        pool.shutdown(cancel_futures=True)
+        raise RuntimeError(GUARD_HELP) from None
 
 
 def _isolated(fn, item, ctx):

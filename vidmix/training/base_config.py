@@ -49,7 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64  # global, over all processes
-    c.train.num_steps = 1000
+    c.train.num_steps = 1000  # or, instead (set num_steps to 0), num_epochs of the train split
+    c.train.num_epochs = 0.0
     c.train.optimizer = "sgd"  # sgd | adamw
     c.train.learning_rate = 0.03
     c.train.momentum = 0.9
@@ -60,6 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.decay_mask = "matrices"  # all | all_but_head_bias | matrices
     c.train.schedule = "cosine"  # cosine | step | constant
     c.train.warmup_steps = 0
+    c.train.warmup_epochs = 0.0  # instead of warmup_steps
     c.train.warmup_init = 0.0  # warm-up starts at this fraction of the learning rate
     c.train.step_boundaries = (0.7, 0.9)  # schedule "step": fractions of training
     c.train.step_factor = 0.1
@@ -82,6 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.sampling = ""
     c.eval.combine = "sum_logits"  # sum_logits | mean_softmax
     c.eval.every = 0  # steps; 0 = only at the end
+    c.eval.every_epochs = 0.0  # instead of eval.every
     c.eval.confusion_max_classes = 20
 
     c.mesh = ml_collections.ConfigDict()

@@ -27,6 +27,7 @@ from vidmix.models import create_model, model_config
 from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
 from vidmix.training.checkpointing import Checkpoints, abstract_like
+from vidmix.training.epochs import resolve_epochs, uses_epochs
 from vidmix.training.logbook import Logbook
 from vidmix.training.optim import make_optimizer
 from vidmix.training.steps import make_eval_step, make_train_step, split_model
@@ -141,11 +142,20 @@ def _check_eval_frames(config, model) -> None:
                      "length; only whole-video models (VTN) can; set config.eval.num_frames=0")
 
 
+def _split_size(builder, split: str) -> int:
+    if split not in builder.info.splits:
+        raise ValueError(f"config.data.train_split={split!r} is not in the dataset; its splits: "
+                         f"{', '.join(builder.info.splits)}")
+    return builder.info.splits[split].num_examples
+
+
 def setup(config, workdir: str, *, for_training: bool = True, devices=None) -> Experiment:
     """Mesh, model (created sharded, or loaded from config.init.path), optimiser, state."""
     data_dir = ensure_dataset(config)
     builder, _ = open_dataset(data_dir)
     class_names = builder.info.features["label"].names
+    if uses_epochs(config):  # the training split's real size turns epochs into steps
+        config = resolve_epochs(config, _split_size(builder, config.data.train_split))
     mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
     overrides = _model_overrides(config, len(class_names))
     if config.init.path and not os.path.exists(os.path.expanduser(config.init.path)):
@@ -242,6 +252,7 @@ def train(config, workdir: str) -> dict:
 
     workdir = os.path.abspath(workdir)
     exp = setup(config, workdir)
+    config = exp.config  # epochs resolved into steps
     _write_run_files(exp, workdir)
     per_process = per_process_batch(config.train.batch_size, exp.mesh, "config.train.batch_size")
     eval_per_process = per_process_batch(config.eval.batch_size, exp.mesh,
