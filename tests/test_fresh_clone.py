@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 from test_main import ROOT
@@ -26,16 +27,23 @@ def readme_commands() -> list[str]:
 
 
 def fresh_clone(tmp_path):
+    """A copy of the repository's files, a fresh HOME, and a virtual environment layered on this
+    one (its packages are seen, so the README's `pip install -e .` installs only vidmix itself,
+    and installs it there: this environment's vidmix is left alone)."""
     clone = tmp_path / "clone"
     for name in repository_files():
         os.makedirs(clone / os.path.dirname(name), exist_ok=True)
         shutil.copy2(os.path.join(ROOT, name), clone / name)
     home = tmp_path / "home"
     home.mkdir()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True)
     # a new user's environment: fresh HOME, no test-only XLA flags, nothing on PYTHONPATH
     env = {k: v for k, v in os.environ.items()
-           if k not in ("XLA_FLAGS", "PYTHONPATH", "JAX_PLATFORMS")}
-    env["HOME"] = str(home)
+           if k not in ("XLA_FLAGS", "PYTHONPATH", "JAX_PLATFORMS", "PYTHONHOME")}
+    env.update(HOME=str(home), VIRTUAL_ENV=str(venv),
+               PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
     return clone, env
 
 
@@ -61,6 +69,10 @@ def test_readme_main_command_trains_the_demo_from_scratch(tmp_path):
     result = subprocess.run(["bash", "-c", readme_commands()[0]], cwd=clone, env=env,
                             capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
+    # vidmix was installed from the clone, into the new environment
+    where = subprocess.run(["python", "-c", "import vidmix; print(vidmix.__file__)"], env=env,
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert where.stdout.strip() == str(clone / "vidmix" / "__init__.py"), where
     # the dataset is generated under the new HOME, and the run starts at step 0
     assert (tmp_path / "home" / "vidmix_data").is_dir()
     assert "resumed" not in result.stderr
