@@ -4,10 +4,13 @@
     python main.py --config=configs/xvit_k400.py:16 --workdir=/runs/xvit16 --mode=train
     python main.py --config=configs/default.py --workdir=runs/default --mode=eval
     python main.py --workdir=runs/default --mode=predict --video=clip.mp4
+    python main.py --mode=predict --model=/models/arrow_of_time --video=clip.mp4   # a model folder
     python main.py --mode=zoo --config.zoo.models=xvit_b16,vit_b16
 
 Modes: train (resumes from the workdir), eval (multi-view, latest checkpoint), predict (top-k
-labels of one video), zoo (presets with parameters and GFLOPs per view). With several processes
+labels of one video), zoo (presets with parameters and GFLOPs per view). `--model=FOLDER` (a
+model folder: `vidmix.save_pretrained`, `python -m vidmix.convert`, `python -m vidmix.export`)
+makes eval and predict use it instead of the workdir's checkpoint. With several processes
 (e.g. a TPU pod slice) `jax.distributed.initialize()` is called first.
 """
 
@@ -30,12 +33,21 @@ flags.DEFINE_bool("distributed", False, "Several processes (hosts): call "
                   "jax.distributed.initialize() first (TPU pods and SLURM/GPU clusters configure "
                   "it from the environment).")
 flags.DEFINE_string("mode", None, "What to run; default: the config's `mode`.")
+flags.DEFINE_string("model", None, "--mode=eval / predict: a model folder (vidmix.save_pretrained, "
+                    "python -m vidmix.convert / vidmix.export) to use instead of the workdir's "
+                    "checkpoint; predict then needs neither a workdir nor a dataset.")
 FLAGS = flags.FLAGS
+
+
+def _no_model_folder(mode: str, hint: str = ""):
+    if FLAGS.model:
+        raise app.UsageError(f"--model is for --mode=eval and --mode=predict, not {mode}{hint}")
 
 
 def run_zoo(config, workdir):
     from vidmix.zoo import zoo_table
 
+    _no_model_folder("zoo")
     names = [n for n in config.zoo.models.split(",") if n]
     print(zoo_table(names, num_frames=config.zoo.num_frames, image_size=config.zoo.image_size))
 
@@ -43,6 +55,8 @@ def run_zoo(config, workdir):
 def run_train(config, workdir):
     from vidmix.training.trainer import train
 
+    _no_model_folder("train", "; to start training from a model folder, set "
+                     "--config.init.path=FOLDER")
     metrics = train(config, workdir)
     if metrics is not None:
         _print_metrics(metrics, config)
@@ -52,13 +66,16 @@ def run_train(config, workdir):
 def run_eval(config, workdir):
     from vidmix.training.trainer import evaluate
 
-    _print_metrics(evaluate(config, workdir), config)
+    # with --model, confusion.png goes to --workdir only if one is given
+    workdir = FLAGS.workdir if FLAGS.model else workdir
+    _print_metrics(evaluate(config, workdir, model_dir=FLAGS.model), config)
 
 
 def run_predict(config, workdir):
     from vidmix.training.predict import predict
 
-    for name, prob in predict(config, workdir, FLAGS.video or config.predict.video):
+    for name, prob in predict(config, workdir, FLAGS.video or config.predict.video,
+                              model_dir=FLAGS.model):
         print(f"{prob:7.2%}  {name}")
 
 

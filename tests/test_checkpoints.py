@@ -376,28 +376,41 @@ def test_unrecognised_layout_and_type(tmp_path):
         vidmix.load_weights(frame_vit(), tmp_path / "w.h5")
 
 
-def test_convert_command_writes_an_orbax_checkpoint(tmp_path, ref, frames):
+def test_convert_command_writes_a_model_folder(tmp_path, ref, frames):
+    import json
     import subprocess
     import sys
 
     from test_main import ROOT
 
-    from vidmix.checkpoints.orbax_io import restore_params
+    from vidmix.checkpoints.pretrained import from_pretrained
 
     np.savez(tmp_path / "vit.npz", **google_npz(ref, "orig"))
+    (tmp_path / "labels.txt").write_text("".join(f"label {i}\n" for i in range(CLASSES)))
     out = tmp_path / "converted"
     cmd = [sys.executable, "-m", "vidmix.convert", "vit_b16", str(tmp_path / "vit.npz"), str(out),
            "--set", "head=linear", "--set", f"width={D}", "--set", f"depth={DEPTH}",
            "--set", f"num_heads={HEADS}", "--set", "image_size=32", "--set", "patch_size=8",
-           "--set", "num_frames=1", "--set", f"num_classes={CLASSES}"]
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
+           "--set", "num_frames=1", "--set", f"num_classes={CLASSES}",
+           "--class-names", str(tmp_path / "labels.txt"), "--pre", "mean=0.45,0.45,0.45",
+           "--pre", "short_side=40"]
+    env = {**__import__("os").environ, "JAX_PLATFORMS": "cpu"}
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr
-    assert "wrote vit_b16" in run.stdout
-    model = restore_params(frame_vit(), out)
+    assert "wrote vit_b16 (7 classes)" in run.stdout
+    info = json.load(open(out / "config.json"))
+    assert (info["format"], info["family"], info["preset"]) == ("vidmix", "vit", "vit_b16")
+    assert info["config"]["num_classes"] == CLASSES and info["config"]["head"] == "linear"
+    assert info["class_names"] == [f"label {i}" for i in range(CLASSES)]
+    assert info["preprocessing"] == {"mean": [0.45] * 3, "short_side": 40, "num_frames": 1,
+                                     "image_size": 32}
+    model = from_pretrained(out)
     assert rel_err(np.asarray(model(jnp.asarray(frames[:, None]))), image_logits(ref, frames)) < 1e-5
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert again.returncode != 0 and "exists; choose a new output folder" in again.stderr
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode != 0 and "already holds a model" in again.stderr
+    bad_cmd = [str(tmp_path / "o2") if a == str(out) else a for a in cmd] + ["--pre", "meen=1"]
+    bad = subprocess.run(bad_cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode != 0 and "unknown preprocessing key(s) 'meen'" in bad.stderr
 
 
 def test_incomplete_hf_qkv_is_reported_by_its_file_names(tmp_path, ref):
@@ -415,3 +428,86 @@ def test_incomplete_hf_qkv_is_reported_by_its_file_names(tmp_path, ref):
     for part in ("query", "value"):
         assert f"encoder.layer.1.attention.attention.{part}.weight" in message
     assert "blocks.1.attn.qkv.bias" not in message  # the biases are complete: fused
+
+
+# The official TimeSformer release, every attention type ----------------------------------------------
+def official_timesformer(hf) -> dict[str, torch.Tensor]:
+    """A Hugging Face TimeSformer's weights in the official release's layout (timesformer.md):
+    `model.` + timm names, `time_embed` (not in space_only), per-block temporal branch (divided)."""
+    rules = [("timesformer.embeddings.cls_token", "cls_token"),
+             ("timesformer.embeddings.position_embeddings", "pos_embed"),
+             ("timesformer.embeddings.time_embeddings", "time_embed"),
+             ("timesformer.embeddings.patch_embeddings.projection", "patch_embed.proj"),
+             ("timesformer.encoder.layer", "blocks"), ("timesformer.layernorm", "norm"),
+             ("temporal_attention.attention.qkv", "temporal_attn.qkv"),
+             ("temporal_attention.output.dense", "temporal_attn.proj"),
+             ("temporal_layernorm", "temporal_norm1"), ("temporal_dense", "temporal_fc"),
+             ("layernorm_before", "norm1"), ("attention.attention.qkv", "attn.qkv"),
+             ("attention.output.dense", "attn.proj"), ("layernorm_after", "norm2"),
+             ("intermediate.dense", "mlp.fc1"), ("output.dense", "mlp.fc2"),
+             ("classifier", "head")]
+    out = {}
+    for key, value in hf.state_dict().items():
+        for a, b in rules:
+            key = key.replace(a, b)
+        out[f"model.{key}"] = value.clone()
+    return out
+
+
+@pytest.mark.parametrize("attention_type", ["space_only", "joint_space_time", "divided_space_time"])
+def test_timesformer_official_layouts(tmp_path, attention_type):
+    from test_timesformer_parity import SCHEME, hf_model, torch_input, vidmix_model
+
+    hf = hf_model(attention_type)
+    official = official_timesformer(hf)
+    keys = set(official)
+    assert ("model.time_embed" in keys) == (attention_type != "space_only")
+    assert any(".temporal_attn." in k for k in keys) == (attention_type == "divided_space_time")
+    assert "model.head.weight" in keys and "model.blocks.1.attn.qkv.weight" in keys
+    assert vidmix.checkpoints.detect_format(keys) == "timesformer"
+    name = {"space_only": "TimeSformer_spaceOnly_8x32_224.pyth",
+            "joint_space_time": "TimeSformer_jointST_8x32_224.pyth",
+            "divided_space_time": "TimeSformer_divST_8x32_224_K400.pyth"}[attention_type]
+    torch.save({"model_state": official, "epoch": 15}, tmp_path / name)
+    hf.save_pretrained(tmp_path / "hf")
+
+    clip = np.random.default_rng(3).standard_normal((2, 4, 32, 32, 3)).astype(np.float32)
+    a = vidmix.load_weights(vidmix_model(SCHEME[attention_type]), tmp_path / name)
+    b = vidmix.load_weights(vidmix_model(SCHEME[attention_type]), tmp_path / "hf")
+    got = np.asarray(a(jnp.asarray(clip)))
+    np.testing.assert_array_equal(got, np.asarray(b(jnp.asarray(clip))))
+    with torch.no_grad():
+        if attention_type == "space_only":  # frames averaged before the final norm (the release)
+            hidden = hf(pixel_values=torch_input(clip), output_hidden_states=True).hidden_states[-1]
+            pooled = hidden.reshape(2, 4, *hidden.shape[1:]).mean(1)
+            want = hf.classifier(hf.timesformer.layernorm(pooled)[:, 0]).numpy()
+        else:
+            want = hf(pixel_values=torch_input(clip)).logits.numpy()
+    assert np.abs(want).max() > 1.0
+    assert rel_err(got, want) < 1e-5
+
+
+def test_space_only_release_into_other_schemes(tmp_path):
+    """A space-only file has no time embedding and no temporal branch: a divided model starts its
+    temporal branch from the spatial one (as from an image ViT); a space model with temporal
+    embedding slots starts them at zero."""
+    from test_timesformer_parity import hf_model, vidmix_model
+
+    official = official_timesformer(hf_model("space_only"))
+    torch.save({"model_state": official}, tmp_path / "space.pyth")
+    divided = vidmix.load_weights(vidmix_model("divided"), tmp_path / "space.pyth")
+    blk = divided.backbone.blocks[1]
+    np.testing.assert_array_equal(blk.temporal_attn.qkv.kernel[...], blk.attn.qkv.kernel[...])
+    assert not np.any(blk.temporal_fc.kernel[...])
+    # a joint file's time embedding is unexpected in a model that has none
+    torch.save({"model_state": official_timesformer(hf_model("joint_space_time"))},
+               tmp_path / "joint.pyth")
+    with pytest.raises(vidmix.CheckpointMismatchError, match=r"unexpected \(1\): time_embed"):
+        vidmix.load_weights(vidmix_model("space"), tmp_path / "joint.pyth")
+
+
+def test_plain_timm_vit_is_not_taken_for_timesformer(canonical):
+    from vidmix.checkpoints.formats.timesformer import official
+
+    assert vidmix.checkpoints.detect_format(canonical) == "timm_vit"
+    assert not official.detect(set(canonical))

@@ -31,3 +31,49 @@ def test_bad_flags_say_what_to_fix():
     assert out.returncode != 0 and 'Did you mean "models"' in out.stderr
     out = run_main("--mode=zoo", "--config.zoo.models=xvit_b61")
     assert out.returncode != 0 and "unknown model 'xvit_b61'" in out.stderr
+
+
+def test_predict_and_eval_from_a_model_folder(tmp_path):
+    """--model=FOLDER: predict needs only the folder and the video (no workdir, no dataset);
+    eval scores the folder's model on the config's dataset."""
+    import jax
+    import numpy as np
+    from flax import nnx
+    from video_files import moving_bar_frames, write_video
+
+    import vidmix
+    from configs.default import get_config
+    from vidmix.checkpoints.pretrained import save_pretrained
+    from vidmix.data import build_dataset
+    from vidmix.training.predict import predict
+
+    model = vidmix.create_model("xvit_s16", width=32, depth=1, num_heads=2, patch_size=4,
+                                image_size=16, num_frames=4, num_classes=2, head="linear")
+    rng = np.random.default_rng(0)
+    nnx.update(model, jax.tree.map(lambda a: a + 0.3 * rng.standard_normal(a.shape, a.dtype),
+                                   nnx.state(model, nnx.Param)))
+    folder = save_pretrained(model, tmp_path / "model", ["moving_right", "moving_left"],
+                             preprocessing=dict(mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4),
+                                                short_side=20, sampling="dense", stride=2,
+                                                num_clips=2, num_crops=1, combine="sum_logits"))
+    video = tmp_path / "bar.mp4"
+    write_video(video, moving_bar_frames(12, h=24, w=40))
+    missing_data = "--config.data.dir=" + str(tmp_path / "no_dataset")
+    out = run_main("--mode=predict", f"--model={folder}", f"--video={video}", missing_data)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.rstrip("\n").splitlines()[-2:]
+    want = predict(get_config(), None, str(video), model_dir=folder)
+    assert lines == [f"{p:7.2%}  {n}" for n, p in want]
+    assert "2 view(s) of 4 frames (the video has 12)" in out.stderr
+    assert not os.path.exists(tmp_path / "no_dataset")
+
+    data = build_dataset("synthetic", None, tmp_path / "data", num_train=8, num_val=6,
+                         num_frames=8, size=16, num_workers=1).data_dir
+    out = run_main("--mode=eval", f"--model={folder}", f"--config.data.dir={data}",
+                   "--config.eval.batch_size=8", f"--workdir={tmp_path / 'eval'}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.search(r"eval \(6 videos, 2x1 views\): top-1 \d", out.stdout)
+    assert os.listdir(tmp_path / "eval") == ["confusion.png"]
+
+    out = run_main("--mode=train", f"--model={folder}")
+    assert out.returncode != 0 and "--model is for --mode=eval and --mode=predict" in out.stderr

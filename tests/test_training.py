@@ -376,9 +376,8 @@ def test_every_config_builds_its_model(name, arg):
     from flax import nnx
 
     from vidmix.models import build_model, model_config
-    from vidmix.training.trainer import _check_eval_frames, _model_overrides
-
     from vidmix.training.epochs import resolve_epochs
+    from vidmix.training.trainer import _check_eval_frames, _model_overrides
 
     config = importlib.import_module(f"configs.{name}").get_config(arg)
     if name != "default":  # recipes give their schedule in epochs of the real split size

@@ -14,7 +14,10 @@ from vidmix.models import VideoViTConfig, create_model, list_models
 # submodules imported on first attribute access (they pull in the data / training stacks)
 _SUBMODULES = ("checkpoints", "convert", "data", "export", "models", "training", "zoo")
 # public names defined in submodules, imported on first access: name -> module
-_LAZY = {}
+_LAZY = {"save_pretrained": "vidmix.checkpoints.pretrained",
+         "from_pretrained": "vidmix.checkpoints.pretrained",
+         "attention_maps": "vidmix.models.attention_maps",
+         "attention_rollout": "vidmix.models.attention_maps"}
 
 __all__ = ["CheckpointMismatchError", "VideoViTConfig", "create_model", "list_models",
            "load_weights", *_LAZY, *_SUBMODULES]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from vidmix.checkpoints import canonical, canonical_swin, canonical_vtn
+from vidmix.checkpoints import canonical, canonical_swin, canonical_vtn, pretrained
 from vidmix.checkpoints.errors import CheckpointError
 from vidmix.checkpoints.formats import FORMATS
 from vidmix.checkpoints.mapping import assign, param_paths
@@ -35,7 +35,9 @@ def load_weights(model, path: str | os.PathLike, *, format: str = "auto", ignore
 
     Reads Google ViT `.npz` (vision_transformer, Linen and big_vision layouts), timm and Hugging
     Face ViT weights (`.safetensors`, `.pth`, `.bin`), and TimeSformer (official `.pyth`, Hugging
-    Face) and XViT (official `.pth`) video checkpoints. What an image checkpoint lacks is
+    Face) and XViT (official `.pth`) video checkpoints, and vidmix's own model folders
+    (`vidmix.save_pretrained`, recognised by their config.json; read name for name, so the model
+    must have the folder's parameters, or `ignore` the others). What an image checkpoint lacks is
     initialised as the papers do (see `vidmix.checkpoints.canonical`); position embeddings are
     resized to the model's grid; a head of another kind or class count is replaced by a new one
     (logged).
@@ -46,11 +48,13 @@ def load_weights(model, path: str | os.PathLike, *, format: str = "auto", ignore
     Anything else that does not map one-to-one raises `CheckpointMismatchError` naming every key,
     and the model is left untouched.
     """
+    if format not in ("auto", *FORMATS):
+        raise ValueError(f"unknown checkpoint format {format!r}; known: {', '.join(FORMATS)}")
+    if format == "vidmix" or (format == "auto" and pretrained.marker(path) is not None):
+        return pretrained.load_folder(model, path, ignore=ignore)
     tensors = read_tensors(path)
     if format == "auto":
         format = detect_format(tensors.keys())
-    if format not in FORMATS:
-        raise ValueError(f"unknown checkpoint format {format!r}; known: {', '.join(FORMATS)}")
     tensors = FORMATS[format].to_canonical(tensors)
     params = param_paths(model)
     family = MAPPINGS.get(type(model.config))

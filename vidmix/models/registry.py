@@ -18,6 +18,8 @@ from vidmix.models.config import VIT_SIZES, VideoViTConfig, check_keys
 
 # config class -> the module it builds, `Module(cfg, rngs=...)`
 MODELS: dict[type, type] = {VideoViTConfig: VideoClassifier}
+# family name -> config class (the name saved model folders record, `vidmix.save_pretrained`)
+FAMILIES: dict[str, type] = {"vit": VideoViTConfig}
 
 # XViT (Bulat et al. 2021): mixing attention in every block, temporal-attention clip head.
 # Clean defaults: one shift group, one temporal slot per frame, 25% of channels mixed (shift_div 8,
@@ -42,8 +44,11 @@ PRESETS: dict[str, tuple[type, dict]] = {name: (VideoViTConfig, fields) for name
 }.items()}
 
 
-def register(config_cls: type, model_cls: type, presets: dict[str, dict]) -> None:
-    """Add a model family and its presets (called by the family's module)."""
+def register(config_cls: type, model_cls: type, presets: dict[str, dict], *, family: str) -> None:
+    """Add a model family, under the name `family`, and its presets."""
+    if FAMILIES.get(family, config_cls) is not config_cls:
+        raise ValueError(f"model family {family!r} is already registered")
+    FAMILIES[family] = config_cls
     MODELS[config_cls] = model_cls
     clash = set(presets) & set(PRESETS)
     if clash:
@@ -52,8 +57,9 @@ def register(config_cls: type, model_cls: type, presets: dict[str, dict]) -> Non
 
 
 # The other families live in their own modules (which do not import this one).
-register(vtn.VTNConfig, vtn.VTN, vtn.PRESETS)  # VTN: per-frame ViT + Longformer over time
-register(pst.PSTConfig, pst.PST, pst.PRESETS)  # PST: Swin with temporal patch/channel shift
+# VTN: per-frame ViT + Longformer over time; PST: Swin with temporal patch/channel shift.
+register(vtn.VTNConfig, vtn.VTN, vtn.PRESETS, family="vtn")
+register(pst.PSTConfig, pst.PST, pst.PRESETS, family="pst")
 
 
 def list_models() -> list[str]:

@@ -332,8 +332,69 @@ def train(config, workdir: str) -> dict:
     return eval_metrics
 
 
-def evaluate(config, workdir: str) -> dict:
-    """Evaluates the workdir's latest checkpoint with the config's views."""
+def _folder_experiment(config, model_dir: str) -> Experiment:
+    """An Experiment that evaluates the model folder `model_dir` (`vidmix.save_pretrained`) on
+    the config's dataset and views. The model's input format is the folder's: clip frames and
+    image size from its config; normalisation, sampling and stride from its preprocessing."""
+    import copy
+
+    from vidmix.checkpoints.pretrained import from_pretrained, read_config
+
+    info = read_config(model_dir)
+    model = from_pretrained(model_dir)
+    cfg = model.config
+    if not isinstance(cfg.image_size, int):
+        raise ValueError(f"{model_dir}: evaluation takes square images; the model's image_size "
+                         f"is {cfg.image_size}")
+    pre = info.get("preprocessing") or {}
+    config = copy.deepcopy(config)
+    config.data.num_frames, config.data.image_size = cfg.num_frames, cfg.image_size
+    for key in ("mean", "std"):
+        if key in pre:
+            config.data[key] = tuple(pre[key])
+    for key in ("sampling", "stride"):
+        if key in pre:
+            config.data[key] = pre[key]
+    log.info("evaluating %s: %d frames of %d px, mean %s, std %s, %s sampling", model_dir,
+             cfg.num_frames, cfg.image_size, tuple(config.data.mean), tuple(config.data.std),
+             config.data.sampling)
+    data_dir = ensure_dataset(config)
+    builder, _ = open_dataset(data_dir)
+    class_names = list(builder.info.features["label"].names)
+    if cfg.num_classes != len(class_names):
+        raise ValueError(f"the model in {model_dir} has {cfg.num_classes} classes, the dataset "
+                         f"{data_dir} {len(class_names)}")
+    saved = info.get("class_names")
+    if saved and list(saved) != class_names:
+        i = next(i for i, (a, b) in enumerate(zip(saved, class_names, strict=True)) if a != b)
+        raise ValueError(f"the model in {model_dir} was trained with other class names than the "
+                         f"dataset's: class {i} is {saved[i]!r} there, {class_names[i]!r} here")
+    frames = config.eval.num_frames
+    if frames not in (0, cfg.num_frames) and not getattr(model, "whole_video", False):
+        raise ValueError(f"config.eval.num_frames={frames}, but the model in {model_dir} takes "
+                         f"clips of {cfg.num_frames} frames; set config.eval.num_frames=0")
+    mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
+    graphdef, params, rest = split_model(model)
+    params = jax.device_put(params, mesh_lib.state_shardings(params, mesh,
+                                                             config.mesh.fsdp_min_size))
+    rest = jax.device_put(rest, mesh_lib.replicated(mesh))
+    return Experiment(config, mesh, graphdef, rest, {"params": params}, None, None, class_names,
+                      data_dir, 0, cfg)
+
+
+def evaluate(config, workdir: str | None, *, model_dir: str | None = None) -> dict:
+    """Evaluates the workdir's latest checkpoint with the config's views; with `model_dir`, the
+    model folder instead (the workdir, if given, only receives confusion.png)."""
+    if model_dir:
+        exp = _folder_experiment(config, model_dir)
+        per_process = per_process_batch(config.eval.batch_size, exp.mesh,
+                                        "config.eval.batch_size")
+        metrics, scores = run_eval(exp, exp.state["params"], _eval_step_fn(exp),
+                                   eval_loader(exp.config, exp.data_dir, per_process))
+        if workdir is None:
+            return metrics
+        os.makedirs(workdir, exist_ok=True)
+        return _finish_eval(exp, os.path.abspath(workdir), metrics, scores)
     workdir = os.path.abspath(workdir)
     exp = setup(config, workdir, for_training=False)
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), 1, 1)

@@ -1,4 +1,11 @@
-"""TimeSformer: the official release (`.pyth`, keys under `model.`) and Hugging Face names."""
+"""TimeSformer: the official release (`.pyth`, keys under `model.`) and Hugging Face names.
+
+The release's three attention types share the layout: a timm ViT under `model.` (`model.cls_token`,
+`model.pos_embed`, `model.patch_embed.proj.*`, `model.blocks.{i}.*`, `model.norm.*`,
+`model.head.*`); `joint_space_time` adds `model.time_embed`, `divided_space_time` adds it and each
+block's `temporal_norm1`, `temporal_attn` and `temporal_fc`; `space_only` has neither. A plain timm
+ViT has the same names without the `model.` prefix, so it is never taken for one.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from vidmix.checkpoints.formats.renaming import HF_VIT_RULES, rename, strip_pref
 
 
 def _official_detect(keys) -> bool:
-    return "model.patch_embed.proj.weight" in keys and "model.time_embed" in keys
+    return "model.patch_embed.proj.weight" in keys and "model.blocks.0.attn.qkv.weight" in keys
 
 
 def _official(tensors: dict) -> dict:
