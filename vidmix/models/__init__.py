@@ -2,6 +2,7 @@
 TimeSformer, per-frame ViT), VTN (that ViT per frame + a Longformer over time) and PST (a Swin with
 temporal patch shift and channel shift)."""
 
+from vidmix.models.attention_maps import AttentionMaps, attention_maps, attention_rollout
 from vidmix.models.backbone import Block, VideoViT
 from vidmix.models.classifier import VideoClassifier
 from vidmix.models.config import VIT_SIZES, VideoViTConfig
@@ -17,6 +18,7 @@ from vidmix.models.registry import (
 )
 from vidmix.models.vtn import VTN, VTNConfig
 
-__all__ = ["Block", "MODELS", "PRESETS", "PST", "PSTConfig", "VIT_SIZES", "VTN", "VTNConfig",
-           "VideoClassifier", "VideoViT", "VideoViTConfig", "build_model", "create_model",
-           "list_models", "model_config", "register"]
+__all__ = ["AttentionMaps", "Block", "MODELS", "PRESETS", "PST", "PSTConfig", "VIT_SIZES", "VTN",
+           "VTNConfig", "VideoClassifier", "VideoViT", "VideoViTConfig", "attention_maps",
+           "attention_rollout", "build_model", "create_model", "list_models", "model_config",
+           "register"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +14,46 @@ from flax import nnx
 dense_init = nnx.initializers.xavier_uniform()
 
 KVHook = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+
+# Attention capture (`vidmix.models.attention_maps`): off by default, so the forward pass is the
+# plain one. Inside `capture_attention()`, attention modules also compute their softmax weights
+# from the same queries and keys, on the side, and `sow` them as `nnx.Intermediate` values named
+# `ATTENTION_WEIGHTS`; the outputs are still computed by the normal path, so they do not change.
+ATTENTION_WEIGHTS = "attention_weights"
+_CAPTURING = contextvars.ContextVar("vidmix_capture_attention", default=False)
+
+
+@contextlib.contextmanager
+def capture_attention() -> Iterator[None]:
+    """Within this context (read when a function is traced), attention modules sow their weights.
+
+    Use it together with `nnx.capture(..., nnx.Intermediate)`, which collects the sown values;
+    `vidmix.models.attention_maps.attention_maps` does both.
+    """
+    token = _CAPTURING.set(True)
+    try:
+        yield
+    finally:
+        _CAPTURING.reset(token)
+
+
+def capturing() -> bool:
+    """Whether attention modules should sow their weights (inside `capture_attention()`)."""
+    return _CAPTURING.get()
+
+
+def attention_weights(q: jax.Array, k: jax.Array, num_heads: int) -> jax.Array:
+    """The softmax weights of `multihead_attention(q, k, v, num_heads)`, in float32.
+
+    q: (..., Lq, D), k: (..., Lk, D), head-major channels -> (..., heads, Lq, Lk); every row is
+    non-negative and sums to 1 over the keys.
+    """
+    *batch, lq, d = q.shape
+    hd = d // num_heads
+    qh = q.reshape(*batch, lq, num_heads, hd)
+    kh = k.reshape(*batch, k.shape[-2], num_heads, hd)
+    logits = jnp.einsum("...qhc,...khc->...hqk", qh, kh, preferred_element_type=jnp.float32)
+    return jax.nn.softmax(logits / jnp.sqrt(jnp.float32(hd)), axis=-1)
 
 
 def multihead_attention(q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int) -> jax.Array:
@@ -36,7 +78,8 @@ class Attention(nnx.Module):
     """Multi-head self-attention with a fused qkv projection (rows q, k, v as in timm).
 
     `kv_hook` lets an attention scheme rewrite the keys and values before attention (XViT's
-    temporal shift, summary tokens); the queries are never touched.
+    temporal shift, summary tokens); the queries are never touched. Inside `capture_attention()`
+    the weights over those (rewritten) keys are sown too, (..., heads, Lq, Lk), output unchanged.
     """
 
     def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True,
@@ -52,6 +95,9 @@ class Attention(nnx.Module):
         if kv_hook is not None:
             k, v = kv_hook(k, v)
         out = multihead_attention(q, k, v, self.num_heads)
+        if capturing():
+            self.sow(nnx.Intermediate, ATTENTION_WEIGHTS,
+                     attention_weights(q, k, self.num_heads))
         return self.dropout(self.proj(out), deterministic=not train)
 
 

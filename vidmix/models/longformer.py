@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vidmix.models.layers import ATTENTION_WEIGHTS, capturing
+
 # BERT's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm scales.
 bert_init = nnx.initializers.normal(0.02)
 
@@ -73,6 +75,27 @@ def dense_attention(q, k, v, qg, kg, vg, valid, *, one_sided: int, num_global: i
     out = attend(q, k, v, mask, dropout)
     glob = global_attention(qg[:, :num_global], kg, vg, valid, dropout)
     return out.at[:, :num_global].set(glob)
+
+
+def attention_weights(q, k, qg, kg, valid, *, one_sided: int, num_global: int = 1) -> jax.Array:
+    """The softmax weights the Longformer attention uses, dense: (B, heads, L, L), float32.
+
+    Row i < num_global is global token i's attention (its own projections) over every valid key;
+    every other row is a local token's attention over the band |i - j| <= one_sided and the global
+    keys, zero elsewhere and on invalid keys. O(L²): for inspection (`capture_attention()`) only.
+    """
+    length, scale = q.shape[1], 1.0 / np.sqrt(q.shape[-1])
+    i, j = np.arange(length)[:, None], np.arange(length)[None, :]
+    allowed = jnp.asarray((np.abs(i - j) <= one_sided) | (j < num_global))[None, None]
+    keys = valid[:, None, None, :]
+
+    def softmax(qq, kk, mask):
+        logits = jnp.einsum("bqhd,bkhd->bhqk", qq, kk, preferred_element_type=jnp.float32)
+        return jax.nn.softmax(jnp.where(mask, logits * scale, NEG), axis=-1)
+
+    local = softmax(q, k, allowed & keys)
+    glob = softmax(qg[:, :num_global], kg, keys)
+    return local.at[:, :, :num_global].set(glob)
 
 
 def band_mask(block: int) -> np.ndarray:
@@ -162,6 +185,10 @@ class LongformerSelfAttention(nnx.Module):
         kernel = dense_attention if dense else banded_attention
         out = kernel(q, k, v, qg, kg, vg, valid, one_sided=self.one_sided, num_global=g,
                      dropout=dropout)
+        if capturing():  # inspection only (`layers.capture_attention`): the output is unchanged
+            self.sow(nnx.Intermediate, ATTENTION_WEIGHTS,
+                     attention_weights(q, k, qg, kg, valid, one_sided=self.one_sided,
+                                       num_global=g))
         return out.reshape(b, length, d)
 
 
@@ -280,5 +307,5 @@ class LongformerEncoder(nnx.Module):
 
 
 __all__ = ["LongformerEncoder", "LongformerEmbeddings", "LongformerLayer",
-           "LongformerSelfAttention", "attend", "band_mask", "banded_attention",
-           "dense_attention", "global_attention", "neighbour_blocks"]
+           "LongformerSelfAttention", "attend", "attention_weights", "band_mask",
+           "banded_attention", "dense_attention", "global_attention", "neighbour_blocks"]

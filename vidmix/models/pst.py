@@ -158,9 +158,20 @@ class PST(nnx.Module):
         self.backbone = SwinBackbone(cfg, rngs=rngs)
         self.head = PoolHead(cfg, rngs=rngs)
 
+    def feature_map(self, video: jax.Array, *, train: bool = False) -> jax.Array:
+        """The backbone's final normed feature map (B, T', h, w, C): T' = num_frames /
+        temporal_patch time steps, (h, w) the last stage's grid (image / (patch_size · 2^(stages
+        - 1)), rounded up), C = `num_features`. Per time step: `feature_map(video).mean((2, 3))`,
+        (B, T', C)."""
+        return self.backbone(video, train=train)
+
     def features(self, video: jax.Array, *, train: bool = False) -> jax.Array:
-        """Backbone features averaged over time and space: (B, C)."""
-        return self.backbone(video, train=train).mean(axis=(1, 2, 3))
+        """The clip feature the head sees: the feature map averaged over time and space, (B, C).
+
+        `model.head(model.features(video))` is `model(video)` (in the compute dtype; the model
+        returns fp32 logits). Per-time-step and per-position features: `feature_map`.
+        """
+        return self.feature_map(video, train=train).mean(axis=(1, 2, 3))
 
     def __call__(self, video: jax.Array, *, train: bool = False) -> jax.Array:
         logits = self.head(self.features(video, train=train), train=train)

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vidmix.models.layers import DropPath, Mlp, dense_init
+from vidmix.models.layers import ATTENTION_WEIGHTS, DropPath, Mlp, capturing, dense_init
 from vidmix.models.patch_shift import channel_shift, patch_shift, window_offsets
 
 MASKED = -100.0  # the official Swin's additive mask value for token pairs from different regions
@@ -177,6 +177,11 @@ class WindowAttention(nnx.Module):
         split = lambda y: y.reshape(-1, n, heads, c // heads)
         out = jax.nn.dot_product_attention(split(q), split(k), split(v),
                                            bias=bias.astype(q.dtype))
+        if capturing():  # inspection only (`layers.capture_attention`): the output is unchanged
+            logits = jnp.einsum("xqhd,xkhd->xhqk", split(q), split(k),
+                                preferred_element_type=jnp.float32) / np.sqrt(c // heads)
+            weights = jax.nn.softmax(logits + bias.astype(q.dtype).astype(jnp.float32), axis=-1)
+            self.sow(nnx.Intermediate, ATTENTION_WEIGHTS, weights.reshape(b, t, nw, heads, n, n))
         out = out.reshape(b, t, nw, n, c)
         if offsets is not None:
             out = patch_shift(out, offsets, inverse=True)

@@ -19,7 +19,7 @@ from flax import nnx
 
 from vidmix.models.backbone import VideoViT
 from vidmix.models.config import VIT_SIZES, ModelConfig, VideoViTConfig
-from vidmix.models.layers import dense_init
+from vidmix.models.layers import capturing, dense_init
 from vidmix.models.longformer import LongformerEncoder
 
 
@@ -188,11 +188,16 @@ class VTN(nnx.Module):
 
     # Forward -------------------------------------------------------------------------------------
     def frame_features(self, video: jax.Array, *, train: bool = False) -> jax.Array:
-        """(B, T, H, W, 3) -> the backbone's normalised CLS feature of every frame (B, T, D)."""
+        """(B, T, H, W, 3) -> the backbone's normalised CLS feature of every frame (B, T, D).
+
+        These are the per-frame ViT features before any temporal context (the Longformer's
+        inputs, before its embeddings); `temporal_tokens` gives them after the Longformer.
+        Attention capture (`attention_maps`) runs all frames in one pass, whatever `frame_chunk`.
+        """
         b, t = video.shape[:2]
         frames = video.reshape(b * t, 1, *video.shape[2:])
         chunk = self.config.frame_chunk
-        if chunk is None or chunk >= b * t:
+        if chunk is None or chunk >= b * t or capturing():
             return self.backbone(frames, train=train)[:, 0].reshape(b, t, -1)
         return self._chunked_features(frames, chunk, train).reshape(b, t, -1)
 
@@ -219,8 +224,12 @@ class VTN(nnx.Module):
         nnx.update(self.backbone, jax.tree.map(lambda c: c[0], counts))
         return feats.reshape(steps * chunk, -1)[:n]
 
-    def __call__(self, video: jax.Array, *, train: bool = False, positions=None,
-                 mask=None) -> jax.Array:
+    def temporal_tokens(self, video: jax.Array, *, train: bool = False, positions=None,
+                        mask=None) -> jax.Array:
+        """The temporal encoder's last hidden states (B, 1 + T, D): [CLS] first, then one
+        feature per frame in the frames' order, each in the context of the frames within
+        `attention_window / 2` of it and of [CLS] (post-LN, as the Longformer outputs them).
+        Rows of masked frames are outputs of padding: ignore them. Arguments as in `__call__`."""
         cfg = self.config
         self.check_video(video)
         positions, mask = self.frame_inputs(video, positions, mask)
@@ -237,9 +246,24 @@ class VTN(nnx.Module):
         token_types = jnp.concatenate(  # [CLS] is type 1, frames type 0
             [jnp.ones((b, 1), jnp.int32), jnp.zeros(mask.shape, jnp.int32)], axis=1)
         valid = jnp.concatenate([jnp.ones((b, 1), bool), mask], axis=1)
-        hidden = self.temporal(x, position_ids=position_ids, token_type_ids=token_types,
-                               valid=valid, train=train)
-        return self.head(hidden[:, 0], train=train).astype(jnp.float32)
+        return self.temporal(x, position_ids=position_ids, token_type_ids=token_types,
+                             valid=valid, train=train)
+
+    def features(self, video: jax.Array, *, train: bool = False, positions=None,
+                 mask=None) -> jax.Array:
+        """The clip feature the head sees: the temporal encoder's [CLS] output, (B, D).
+
+        `model.head(model.features(video, ...))` is `model(video, ...)` (in the compute dtype;
+        the model returns it as fp32). Per-frame features: `frame_features(video)` (B, T, D),
+        the ViT's CLS of each frame alone, or `temporal_tokens(video)[:, 1:]` (B, T, D), the
+        same after the Longformer. Arguments as in `__call__`.
+        """
+        return self.temporal_tokens(video, train=train, positions=positions, mask=mask)[:, 0]
+
+    def __call__(self, video: jax.Array, *, train: bool = False, positions=None,
+                 mask=None) -> jax.Array:
+        feats = self.features(video, train=train, positions=positions, mask=mask)
+        return self.head(feats, train=train).astype(jnp.float32)
 
 
 PRESETS = {
