@@ -48,13 +48,11 @@ def confusion_matrix(scores, labels, num_classes):
 
 
 def plot_confusion(cm, class_names, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
 
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(2 + 0.5 * n, 1.5 + 0.5 * n))
+    fig = Figure(figsize=(2 + 0.5 * n, 1.5 + 0.5 * n))
+    ax = fig.subplots()
     ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(n), class_names, rotation=45, ha="right")
     ax.set_yticks(range(n), class_names)
@@ -64,4 +62,3 @@ def plot_confusion(cm, class_names, path):
                 color="white" if v > cm.max() / 2 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

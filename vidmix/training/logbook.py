@@ -44,12 +44,12 @@ class Logbook:
         rows = self.rows()
         if not self.active or not rows:
             return None
-        import matplotlib
+        # a Figure without pyplot: drawn to a file, no GUI backend, and the user's backend (e.g.
+        # a notebook's inline one) is left alone
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        fig = Figure(figsize=(10, 3.5))
+        axes = fig.subplots(1, 2)
         train = [r for r in rows if r["split"] == "train"]
         evals = [r for r in rows if r["split"] == "eval"]
         axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
@@ -63,7 +63,6 @@ class Logbook:
         fig.tight_layout()
         path = os.path.join(self.workdir, name)
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         return path
 
     def close(self):
