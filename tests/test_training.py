@@ -61,7 +61,7 @@ def test_sharded_step_matches_one_device(data_dir, tmp_path):
         if fsdp > 1:  # the large parameters really are split over fsdp
             specs = [s.spec for s in jax.tree.leaves(exp.state_shardings["params"])]
             assert any("fsdp" in tuple(s) for s in specs)
-            kernel = exp.state["params"]["backbone"]["blocks"][0]["mlp"]["fc1"]["kernel"][...]
+            kernel = exp.state["params"]["backbone"]["blocks"]["stacked"]["mlp"]["fc1"]["kernel"][...]
             assert len(kernel.addressable_shards) == 8 and kernel.addressable_shards[0].data.size < kernel.size
         step = jax.jit(make_train_step(exp.graphdef, exp.tx, num_classes=2, seed=0,
                                        stochastic=True),
@@ -189,13 +189,14 @@ def test_init_from_an_image_checkpoint_lands_sharded(data_dir, tmp_path):
     config.init.path = str(tmp_path / "vit")
     config.mesh.update(fsdp=2, fsdp_min_size=1024)
     exp = setup(config, str(tmp_path / "run"))
-    fc1 = exp.state["params"]["backbone"]["blocks"][0]["mlp"]["fc1"]["kernel"]
+    fc1 = exp.state["params"]["backbone"]["blocks"]["stacked"]["mlp"]["fc1"]["kernel"]  # (layers, ...)
     from safetensors.numpy import load_file
 
     saved = load_file(tmp_path / "vit" / "model.safetensors")
     want = next(v for k, v in saved.items() if k.endswith("0.intermediate.dense.weight")).T
-    np.testing.assert_array_equal(np.asarray(fc1), want)
-    assert fc1.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp")
+    np.testing.assert_array_equal(np.asarray(fc1)[0], want)
+    # the layer axis is never split; each layer's kernel is, along its largest axis
+    assert fc1.sharding.spec == jax.sharding.PartitionSpec(None, None, "fsdp")
     assert len(fc1.sharding.device_set) == 8
 
 

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vidmix.checkpoints.mapping import unstack
 from vidmix.checkpoints.pretrained import load_folder_tensors, save_pretrained
 from vidmix.models import build_model, model_config
 
@@ -123,7 +124,8 @@ def export(workdir: str, out: str, *, step: int | None = None,
         raise FileExistsError(f"{out} already holds a model; choose a new folder")
     step, tensors = restore_params(os.path.join(workdir, "checkpoints"), step)
     model = build_model(cfg)
-    load_folder_tensors(model, tensors, source=f"{workdir}/checkpoints/{step}")
+    # the train state keeps scanned layers stacked; the folder names them per layer
+    load_folder_tensors(model, unstack(model, tensors), source=f"{workdir}/checkpoints/{step}")
     side = dataset_short_side(config) if short_side == "dataset" else short_side
     return save_pretrained(model, out, names, preset=config.model.name,
                            preprocessing=run_preprocessing(config, side)), step

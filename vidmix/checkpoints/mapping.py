@@ -12,6 +12,7 @@ import fnmatch
 import logging
 from collections.abc import Callable, Iterable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -83,10 +84,57 @@ def squeeze_leading(x):
 
 
 # Model parameters ----------------------------------------------------------------------------
+# Layers run as a scanned stack (`vidmix.models.stack.LayerStack`) keep their parameters stacked
+# on a leading layer axis, at `<stack>/stacked/<rest>`; checkpoint code names them per layer,
+# `<stack>/<i>/<rest>` with the layer's own shape, as an unrolled model would.
+
+
+def _stack_paths(model: nnx.Module) -> dict[tuple, int]:
+    """{path of every LayerStack in the model: its depth}."""
+    from vidmix.models.stack import LayerStack
+
+    return {tuple(path): node.depth for path, node in nnx.iter_graph(model)
+            if isinstance(node, LayerStack)}
+
+
+def _layer_names(path: tuple, stacks: dict[tuple, int]):
+    """[(per-layer name, layer index)] of a parameter path; [(name, None)] if it is not stacked."""
+    from vidmix.models.stack import STACK_AXIS
+
+    for prefix, depth in stacks.items():
+        n = len(prefix)
+        if path[:n] == prefix and len(path) > n and path[n] == STACK_AXIS:
+            return [(_name((*prefix, i, *path[n + 1:])), i) for i in range(depth)]
+    return [(_name(path), None)]
+
+
+def flat_params(model: nnx.Module) -> dict[str, jax.Array]:
+    """{'backbone/blocks/0/attn/qkv/kernel': array, ...}: every parameter under its per-layer
+    name (stacked layers split into their layers)."""
+    stacks = _stack_paths(model)
+    out = {}
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        for name, i in _layer_names(path, stacks):
+            out[name] = var[...] if i is None else var[...][i]
+    return out
+
+
+def unstack(model: nnx.Module, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Tensors named by `model`'s own state paths (stacked layers at `.../stacked/...`, e.g. an
+    orbax train state) renamed per layer, as `flat_params` names them."""
+    stacks = _stack_paths(model)
+    out = {}
+    for key, value in tensors.items():
+        path = tuple(int(p) if p.isdigit() else p for p in key.split("/"))
+        for name, i in _layer_names(path, stacks):
+            out[name] = value if i is None else value[i]
+    return out
+
+
 def param_paths(model: nnx.Module) -> dict[str, tuple]:
-    """{'backbone/blocks/0/attn/qkv/kernel': shape, ...} for every parameter of the model."""
-    flat_state = nnx.to_flat_state(nnx.state(model, nnx.Param))
-    return {_name(p): tuple(v.shape) for p, v in flat_state}
+    """{'backbone/blocks/0/attn/qkv/kernel': shape, ...} for every parameter of the model (per
+    layer, also for stacked layers)."""
+    return {name: tuple(a.shape) for name, a in flat_params(model).items()}
 
 
 def _name(path: tuple) -> str:
@@ -108,14 +156,13 @@ def assign(model: nnx.Module, tensors: dict[str, np.ndarray], mapping: Mapping, 
     on error the model is not modified.
     """
     ignore, dropped = tuple(ignore), dict(dropped or {})
-    flat_state = nnx.to_flat_state(nnx.state(model, nnx.Param))
-    flat = {_name(p): v for p, v in flat_state}
+    flat = flat_params(model)
     unknown = sorted(set(mapping) - set(flat))
     if unknown:  # a converter bug, not a user error
         raise KeyError(f"mapping names parameters the model does not have: {unknown}")
 
     missing, mismatched, new, used, notes = [], [], {}, set(), []
-    for name, var in flat.items():
+    for name, current in flat.items():
         if _matches(name, ignore):
             continue
         if name not in mapping:
@@ -131,10 +178,10 @@ def assign(model: nnx.Module, tensors: dict[str, np.ndarray], mapping: Mapping, 
         used.update(src.keys)
         if src.fn is None:
             continue
-        value = np.asarray(src.fn(*(np.asarray(tensors[k]) for k in src.keys), shape=var.shape))
-        if value.shape != tuple(var.shape):
-            mismatched.append((f"{', '.join(src.keys) or 'init'} -> {name}", value.shape,
-                               tuple(var.shape)))
+        shape = tuple(current.shape)
+        value = np.asarray(src.fn(*(np.asarray(tensors[k]) for k in src.keys), shape=shape))
+        if value.shape != shape:
+            mismatched.append((f"{', '.join(src.keys) or 'init'} -> {name}", value.shape, shape))
             continue
         new[name] = value
     unexpected = sorted(k for k in tensors
@@ -150,7 +197,15 @@ def assign(model: nnx.Module, tensors: dict[str, np.ndarray], mapping: Mapping, 
             reasons.setdefault(why, []).append(key)
     for why, keys in reasons.items():
         log.warning("%s: not used (%s): %s", source, why, ", ".join(sorted(keys)))
-    updated = {p: jnp.asarray(new[_name(p)], dtype=v.dtype) for p, v in flat_state
-               if _name(p) in new}
+    stacks, updated = _stack_paths(model), {}
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        names = _layer_names(path, stacks)
+        if not any(name in new for name, _ in names):
+            continue
+        if names[0][1] is None:
+            updated[path] = jnp.asarray(new[names[0][0]], dtype=var.dtype)
+        else:  # a stacked parameter: each layer from the file, or as it was (ignored)
+            updated[path] = jnp.stack([jnp.asarray(new[name], dtype=var.dtype) if name in new
+                                       else var[...][i] for name, i in names])
     nnx.update(model, nnx.from_flat_state(updated))
     return model

@@ -38,7 +38,7 @@ import numpy as np
 from flax import nnx
 
 from vidmix.checkpoints.errors import CheckpointError, CheckpointMismatchError
-from vidmix.checkpoints.mapping import Source, assign, param_paths
+from vidmix.checkpoints.mapping import Source, assign, flat_params, param_paths
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +185,11 @@ def config_from_dict(info: dict, **overrides):
 def model_tensors(model: nnx.Module) -> dict[str, np.ndarray]:
     """{vidmix name: float32 numpy array} of every parameter of `model`."""
     out = {}
-    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        value = np.asarray(var[...])
+    for name, array in flat_params(model).items():  # stacked layers: one entry per layer
+        value = np.asarray(array)
         if jnp.issubdtype(value.dtype, jnp.floating):  # bfloat16 / float16 included
             value = value.astype(np.float32)
-        out["/".join(map(str, path))] = np.ascontiguousarray(value)
+        out[name] = np.ascontiguousarray(value)
     return out
 
 

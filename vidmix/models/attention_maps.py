@@ -121,6 +121,12 @@ class AttentionMaps:
 
 
 # Capture ---------------------------------------------------------------------------------------
+def _layer(stack_tree, i: int):
+    """Layer i's sown values from a scanned `LayerStack`'s (sown once, stacked over layers)."""
+    (layers,) = stack_tree["layers"]
+    return jax.tree.map(lambda a: a[i], layers)
+
+
 def _weights(tree, *path):
     """The one value sown at `path` (a dict path into nnx.to_pure_dict of the intermediates)."""
     for key in path:
@@ -187,7 +193,7 @@ def _vit_maps(model: VideoClassifier, logits, tree) -> AttentionMaps:
     cfg, scheme = model.config, model.backbone.scheme
     blocks = []
     for i in range(cfg.depth):
-        node = tree["backbone"]["blocks"][i]
+        node = _layer(tree["backbone"]["blocks"], i)
         if cfg.attention == "divided":
             blocks.append({"time": _weights(node, "temporal_attn"),
                            "space": _weights(node, "attn")})
@@ -207,7 +213,7 @@ def _vtn_maps(model: VTN, logits, tree) -> AttentionMaps:
     b = logits.shape[0]
     blocks = []
     for i in range(cfg.depth):
-        w = _weights(tree["backbone"]["blocks"][i], "attn")  # (B·T, 1, heads, Q, Q)
+        w = _weights(_layer(tree["backbone"]["blocks"], i), "attn")  # (B·T, 1, heads, Q, Q)
         blocks.append({"space": w.reshape(b, -1, *w.shape[2:])})
     frames = blocks[0]["space"].shape[1]
     length = frames + 1

@@ -11,6 +11,7 @@ from flax import nnx
 from vidmix.models.config import VideoViTConfig
 from vidmix.models.layers import Attention, DropPath, Mlp
 from vidmix.models.schemes import JointAttention, Scheme, make_scheme
+from vidmix.models.stack import LayerStack
 
 
 class Block(nnx.Module):
@@ -22,10 +23,12 @@ class Block(nnx.Module):
 
     def __init__(self, dim: int, num_heads: int, *, scheme: Scheme, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, eps: float = 1e-6, drop_path: float = 0.0,
-                 dropout_rate: float = 0.0, dtype=jnp.float32, rngs: nnx.Rngs):
+                 dropout_rate: float = 0.0, stochastic_depth: bool | None = None,
+                 attention_impl: str = "auto", dtype=jnp.float32, rngs: nnx.Rngs):
         self.scheme = scheme
         norm = dict(epsilon=eps, dtype=dtype, rngs=rngs)
-        attn = dict(qkv_bias=qkv_bias, dropout_rate=dropout_rate, dtype=dtype, rngs=rngs)
+        attn = dict(qkv_bias=qkv_bias, dropout_rate=dropout_rate, dtype=dtype,
+                    implementation=attention_impl, rngs=rngs)
         self.norm1 = nnx.LayerNorm(dim, **norm)
         self.attn = Attention(dim, num_heads, **attn)
         if scheme.temporal_branch:
@@ -35,7 +38,7 @@ class Block(nnx.Module):
                                           rngs=rngs)
         self.norm2 = nnx.LayerNorm(dim, **norm)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout_rate=dropout_rate, dtype=dtype, rngs=rngs)
-        self.drop_path = DropPath(drop_path, rngs=rngs)
+        self.drop_path = DropPath(drop_path, rngs=rngs, enabled=stochastic_depth)
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         x = self.scheme.mix(self, x, train)
@@ -64,12 +67,15 @@ class VideoViT(nnx.Module):
         self.temporal_embed = (nnx.Param(jnp.zeros((cfg.embed_slots, d))) if cfg.embed_slots
                                else nnx.data(None))
         rates = np.linspace(0.0, cfg.drop_path_rate, cfg.depth)
-        self.blocks = nnx.List([
+        # one scanned stack (stack.py); stochastic depth on in every layer or in none, so the
+        # layers share one structure (the first layer's rate is 0)
+        self.blocks = LayerStack([
             Block(d, cfg.num_heads, scheme=self.scheme, mlp_ratio=cfg.mlp_ratio,
                   qkv_bias=cfg.qkv_bias, eps=cfg.layer_norm_eps, drop_path=float(rates[i]),
-                  dropout_rate=cfg.dropout_rate, dtype=dtype, rngs=rngs)
+                  dropout_rate=cfg.dropout_rate, stochastic_depth=cfg.drop_path_rate > 0,
+                  attention_impl=cfg.attention_impl, dtype=dtype, rngs=rngs)
             for i in range(cfg.depth)
-        ])
+        ], remat=cfg.remat)
         self.norm = nnx.LayerNorm(d, epsilon=cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
 
     def embed(self, video: jax.Array) -> jax.Array:
@@ -100,12 +106,7 @@ class VideoViT(nnx.Module):
         """All output tokens of the last block (before the final norm), in the scheme's layout."""
         self.cfg.check_clip(video)
         x = self.embed(video.astype(jnp.dtype(self.cfg.dtype)))
-        for block in self.blocks:
-            if self.cfg.remat:
-                x = nnx.remat(lambda blk, y: blk(y, train=train))(block, x)
-            else:
-                x = block(x, train=train)
-        return x
+        return self.blocks(x, train=train)
 
     def __call__(self, video: jax.Array, *, train: bool = False, pool: bool = False) -> jax.Array:
         """Normalised CLS features (B, F, D); `pool=True` averages the frames' CLS tokens before

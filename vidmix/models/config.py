@@ -25,18 +25,29 @@ HEADS = ("linear", "temporal_attention", "avg", "summary")
 SHIFT_MODES = ("zero", "roll")
 # Schemes that keep one CLS token per frame (and so give per-frame features to the head).
 PER_FRAME_CLS = ("mixing", "space")
+# Attention kernels (`layers.dot_product_attention`): cuDNN where it can run, else XLA ("auto").
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """What the config dataclasses of every family share: list fields become tuples (hashable,
     as the registry and cost caches need), `dtype` is normalised, `validate()` runs once;
-    `image_hw`, `replace` and the common checks."""
+    `image_hw`, `replace` and the common checks; the `attention_impl` field."""
+
+    # "auto" | "xla" | "cudnn": how every attention of the model runs (`layers.py`)
+    attention_impl: str = "auto"
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             if isinstance(getattr(self, field.name), list):
                 object.__setattr__(self, field.name, tuple(getattr(self, field.name)))
         object.__setattr__(self, "dtype", jnp.dtype(self.dtype).name)
+        choice("attention_impl", self.attention_impl, ATTENTION_IMPLS)
+        if hasattr(self, "remat"):
+            from vidmix.models.stack import remat_policy
+
+            object.__setattr__(self, "remat", remat_policy(self.remat))
         self.validate()
 
     @property
@@ -95,7 +106,9 @@ class VideoViTConfig(ModelConfig):
     # slot t mod slots (the official XViT release uses 8 slots for 16 frames).
     temporal_embed_slots: int | None = None
     dtype: str = "float32"  # compute dtype; parameters are always float32
-    remat: bool = False  # rematerialise every block in the backward pass
+    # what the backward pass recomputes in every block: "none", "full" (keep only each block's
+    # input), "dots", "dots_all" (stack.REMAT_POLICIES); True/False mean "full"/"none"
+    remat: str = "none"
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly from 0 to this over the blocks
     dropout_rate: float = 0.0  # dropout on the attention and MLP outputs of the backbone
     head_dropout_rate: float = 0.0  # dropout in the head (XViT's TA head: 0.5)

@@ -15,7 +15,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vidmix.models.config import VideoViTConfig
+from vidmix.models.layers import unchunked
 from vidmix.models.registry import build_model
+from vidmix.models.stack import unrolled
 
 
 def abstract_model(cfg) -> nnx.Module:
@@ -28,7 +30,9 @@ def xla_flops(cfg: VideoViTConfig, fn: Callable | None = None, batch: int = 1) -
     fn = fn or (lambda model, video: model(video))
     graphdef, state = nnx.split(abstract_model(cfg))
     video = jax.ShapeDtypeStruct((batch, cfg.num_frames, *cfg.image_hw, 3), jnp.float32)
-    lowered = jax.jit(lambda s, v: fn(nnx.merge(graphdef, s), v)).lower(state, video)
+    # XLA counts a loop body once: count long attention in its dense form, and every layer
+    with unchunked(), unrolled():
+        lowered = jax.jit(lambda s, v: fn(nnx.merge(graphdef, s), v)).lower(state, video)
     return float(lowered.cost_analysis()["flops"])
 
 

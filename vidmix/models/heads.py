@@ -62,6 +62,7 @@ class TemporalAttentionHead(nnx.Module):
         d, dtype = cfg.width, jnp.dtype(cfg.dtype)
         self.token = nnx.Param(jnp.zeros((d,)))
         self.block = plain_block(d, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=False,
+                                 attention_impl=cfg.attention_impl,
                                  eps=1e-5, dtype=dtype, rngs=rngs)
         self.norm = nnx.LayerNorm(d, epsilon=1e-5, dtype=dtype, rngs=rngs)
         self.pre_logits = nnx.Linear(d, d, kernel_init=dense_init, dtype=dtype, rngs=rngs)

@@ -10,6 +10,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vidmix.models.chunked_attention import KEY_CHUNK, chunked_attention
+from vidmix.models.config import ATTENTION_IMPLS
+
 # Linear layers are initialised as in the JAX ViT (Xavier-uniform kernels, zero biases).
 dense_init = nnx.initializers.xavier_uniform()
 
@@ -56,20 +59,138 @@ def attention_weights(q: jax.Array, k: jax.Array, num_heads: int) -> jax.Array:
     return jax.nn.softmax(logits / jnp.sqrt(jnp.float32(hd)), axis=-1)
 
 
-def multihead_attention(q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int) -> jax.Array:
+# Attention implementations (`attention_impl` of every model config, `Attention(implementation=)`):
+# - "cudnn": cuDNN's fused (flash) attention; a clear error where it cannot run (`cudnn_problem`).
+# - "xla": XLA everywhere. Short key sequences take the dense form (`jax.nn.dot_product_attention`
+#   with implementation="xla", which materialises the (N, H, Lq, Lk) scores); long ones the
+#   chunked online-softmax form (`chunked_attention.py`), whose scores never exceed one block of
+#   512 x 512 per head, forward and backward. Long means more than CHUNKED_MIN_KEYS keys, or more
+#   than one key block when the dense scores would take over DENSE_SCORES_BUDGET bytes. Measured
+#   on the CPU (float32, d = 64), the chunked form is already faster above ~500 keys and 4-15x
+#   smaller in XLA temporary memory above 1024; below 1024 the dense form stays the default so
+#   that short sequences (per-frame ViT attention, windows, bands) run the plain fused op.
+# - "auto": "cudnn" where it can run (NVIDIA GPU, bf16/fp16, head dim <= 256 (128 before Hopper)
+#   and a multiple of 8, even lengths when there is a bias or mask), else "xla".
+CHUNKED_MIN_KEYS = 1024
+DENSE_SCORES_BUDGET = 256 * 2**20  # bytes of float32 scores
+_UNCHUNKED = contextvars.ContextVar("vidmix_unchunked_attention", default=False)
+
+
+@contextlib.contextmanager
+def unchunked() -> Iterator[None]:
+    """Within this context (read when a function is traced), the XLA path is always the dense one.
+
+    For counting FLOPs (`cost.py`): XLA's cost analysis counts the body of a loop once, so the
+    chunked form's loops would hide most of its work. Not for running long sequences.
+    """
+    token = _UNCHUNKED.set(True)
+    try:
+        yield
+    finally:
+        _UNCHUNKED.reset(token)
+
+
+def check_implementation(implementation: str) -> str:
+    """`implementation` if it is one of ATTENTION_IMPLS, else a clear ValueError."""
+    if implementation not in ATTENTION_IMPLS:
+        raise ValueError(f"attention implementation must be one of "
+                         f"{', '.join(map(repr, ATTENTION_IMPLS))}, got {implementation!r}")
+    return implementation
+
+
+def _gpu_problem() -> str | None:
+    """Why this process cannot run cuDNN kernels (None: it can)."""
+    backend = jax.default_backend()
+    if backend != "gpu":
+        return f"cuDNN attention needs an NVIDIA GPU, but JAX's default backend is {backend!r}"
+    device = jax.devices()[0]
+    if "cuda" not in getattr(device.client, "platform_version", "cuda").lower():
+        return (f"cuDNN attention needs an NVIDIA (CUDA) GPU, but the GPU backend is "
+                f"{device.client.platform_version!r}")
+    return None
+
+
+def _max_head_dim() -> int:
+    """cuDNN flash attention's largest head dim: 256 on Hopper (compute capability 9.0) and
+    later, 128 before."""
+    try:
+        major = int(str(jax.devices()[0].compute_capability).split(".")[0])
+    except (AttributeError, ValueError):  # unknown: assume a recent GPU
+        return 256
+    return 256 if major >= 9 else 128
+
+
+def cudnn_problem(q: jax.Array, k: jax.Array, *, bias=None, mask=None) -> str | None:
+    """Why cuDNN's fused attention cannot run on q (N, Lq, H, d), k (N, Lk, H, d) here, or None.
+
+    Needs: an NVIDIA GPU backend, bf16 or fp16 inputs, head dim <= 256 (128 before Hopper) and a
+    multiple of 8, and with a bias or mask, even lengths (cuDNN's backward rejects odd ones).
+    """
+    problem = _gpu_problem()
+    if problem:
+        return problem
+    if jnp.dtype(q.dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        return f"cuDNN attention needs bfloat16 or float16 inputs, got {jnp.dtype(q.dtype).name}"
+    hd, limit = q.shape[-1], _max_head_dim()
+    if hd > limit or hd % 8:
+        return f"cuDNN attention needs a head dim <= {limit} and a multiple of 8, got {hd}"
+    lq, lk = q.shape[-3], k.shape[-3]
+    if (bias is not None or mask is not None) and (lq % 2 or lk % 2):
+        return (f"cuDNN attention with a bias or mask needs even sequence lengths (its backward "
+                f"rejects odd ones), got {lq} queries and {lk} keys")
+    return None
+
+
+def use_chunked(q: jax.Array, k: jax.Array) -> bool:
+    """Whether the XLA path takes the chunked form for q (N, Lq, H, d), k (N, Lk, H, d)."""
+    n, lq, h, _ = q.shape
+    lk = k.shape[1]
+    if _UNCHUNKED.get():
+        return False
+    return lk > KEY_CHUNK and (lk > CHUNKED_MIN_KEYS or 4 * n * h * lq * lk > DENSE_SCORES_BUDGET)
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, bias=None, mask=None,
+                          implementation: str = "auto") -> jax.Array:
+    """softmax(q k^T / sqrt(d) + bias, masked) v for q (N, Lq, H, d), k and v (N, Lk, H, d).
+
+    `implementation`: "auto", "xla" or "cudnn" (see the comment above CHUNKED_MIN_KEYS); chosen
+    per call, at trace time. bias, mask: as `jax.nn.dot_product_attention` takes them (4-D,
+    broadcastable to (N, H, Lq, Lk)); with either, the XLA path is always the dense one (the
+    bias or mask is itself an Lq x Lk array).
+    """
+    check_implementation(implementation)
+    if implementation != "xla":
+        problem = cudnn_problem(q, k, bias=bias, mask=mask)
+        if problem is None:
+            return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask,
+                                                implementation="cudnn")
+        if implementation == "cudnn":
+            raise ValueError(f"attention_impl='cudnn' cannot run here: {problem}. Use 'auto' "
+                             "(cuDNN where it can run, XLA elsewhere) or 'xla'.")
+    if bias is None and mask is None and use_chunked(q, k):
+        return chunked_attention(q, k, v)
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation="xla")
+
+
+def multihead_attention(q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int, *,
+                        implementation: str = "auto", bias=None) -> jax.Array:
     """Scaled dot-product attention over the second-to-last axis, any number of batch axes.
 
     q: (..., Lq, D); k, v: (..., Lk, D) with channels ordered head-major (c = head * head_dim + j),
-    the order of a fused qkv projection. Runs through `jax.nn.dot_product_attention` so that
-    fused kernels (cuDNN flash attention, TPU) serve where they exist.
+    the order of a fused qkv projection. `implementation` ("auto", "xla", "cudnn") picks the
+    kernel (`dot_product_attention`): cuDNN's fused attention where it can run, else XLA, dense
+    for short key sequences and chunked (never the whole score matrix) for long ones. bias:
+    optional, broadcastable to (prod(...), heads, Lq, Lk).
     """
     *batch, lq, d = q.shape
     lk = k.shape[-2]
     hd = d // num_heads
-    out = jax.nn.dot_product_attention(
+    out = dot_product_attention(
         q.reshape(-1, lq, num_heads, hd),
         k.reshape(-1, lk, num_heads, hd),
         v.reshape(-1, lk, num_heads, hd),
+        bias=bias, implementation=implementation,
     )
     return out.reshape(*batch, lq, d)
 
@@ -80,11 +201,14 @@ class Attention(nnx.Module):
     `kv_hook` lets an attention scheme rewrite the keys and values before attention (XViT's
     temporal shift, summary tokens); the queries are never touched. Inside `capture_attention()`
     the weights over those (rewritten) keys are sown too, (..., heads, Lq, Lk), output unchanged.
+    `implementation` ("auto", "xla", "cudnn"): the attention kernel (`dot_product_attention`).
     """
 
     def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True,
-                 dropout_rate: float = 0.0, dtype=jnp.float32, rngs: nnx.Rngs):
+                 dropout_rate: float = 0.0, dtype=jnp.float32, implementation: str = "auto",
+                 rngs: nnx.Rngs):
         self.num_heads = num_heads
+        self.implementation = check_implementation(implementation)
         self.qkv = nnx.Linear(dim, 3 * dim, use_bias=qkv_bias, dtype=dtype, kernel_init=dense_init,
                               rngs=rngs)
         self.proj = nnx.Linear(dim, dim, dtype=dtype, kernel_init=dense_init, rngs=rngs)
@@ -94,7 +218,7 @@ class Attention(nnx.Module):
         q, k, v = jnp.split(self.qkv(x), 3, axis=-1)
         if kv_hook is not None:
             k, v = kv_hook(k, v)
-        out = multihead_attention(q, k, v, self.num_heads)
+        out = multihead_attention(q, k, v, self.num_heads, implementation=self.implementation)
         if capturing():
             self.sow(nnx.Intermediate, ATTENTION_WEIGHTS,
                      attention_weights(q, k, self.num_heads))
@@ -116,20 +240,27 @@ class Mlp(nnx.Module):
         return self.dropout(self.fc2(x), deterministic=not train)
 
 
+class Constant(nnx.Variable):
+    """A fixed per-module value that is not trained (e.g. a layer's drop-path rate): kept as
+    state, not in the graph structure, so layers that differ only in it can be stacked."""
+
+
 class DropPath(nnx.Module):
     """Stochastic depth: drops a whole residual branch for a random subset of the batch.
 
     One draw per example (axis 0), whatever the token layout, so a clip's frames and patches are
-    kept or dropped together.
+    kept or dropped together. `enabled` (default: rate > 0) decides whether the module can drop
+    at all; the rate itself is state, so the layers of a stack may each have their own.
     """
 
-    def __init__(self, rate: float, *, rngs: nnx.Rngs):
-        self.rate = rate
-        self.rngs = rngs["dropout"].fork() if rate > 0 else nnx.data(None)
+    def __init__(self, rate: float, *, rngs: nnx.Rngs, enabled: bool | None = None):
+        self.enabled = rate > 0 if enabled is None else enabled
+        self.rate = Constant(jnp.asarray(rate, jnp.float32))
+        self.rngs = rngs["dropout"].fork() if self.enabled else nnx.data(None)
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        if not train or self.rate == 0.0:
+        if not train or not self.enabled:
             return x
-        keep = 1.0 - self.rate
+        keep = 1.0 - self.rate[...]
         mask = jax.random.bernoulli(self.rngs(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
         return jnp.where(mask, x / keep, 0).astype(x.dtype)

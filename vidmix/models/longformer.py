@@ -26,7 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vidmix.models.layers import ATTENTION_WEIGHTS, capturing
+from vidmix.models.layers import (
+    ATTENTION_WEIGHTS,
+    capturing,
+    check_implementation,
+    dot_product_attention,
+)
 
 # BERT's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm scales.
 bert_init = nnx.initializers.normal(0.02)
@@ -40,14 +45,15 @@ Dropout = Callable[[jax.Array], jax.Array] | None
 
 # Attention kernels: q, k, v are (B, L, heads, head_dim), `valid` (B, L) bool ---------------------
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
-           dropout: Dropout = None) -> jax.Array:
+           dropout: Dropout = None, implementation: str = "auto") -> jax.Array:
     """Softmax attention of q (N, Lq, H, d) over k, v (N, Lk, H, d) where `mask` (N, 1, Lq, Lk).
 
-    Without dropout this is `jax.nn.dot_product_attention` (so fused kernels can serve); with
-    dropout on the probabilities (training) the same computation is spelled out.
+    Without dropout this is `layers.dot_product_attention` with `implementation` ("auto", "xla"
+    or "cudnn"), so fused kernels can serve; with dropout on the probabilities (training) the
+    same computation is spelled out.
     """
     if dropout is None:
-        return jax.nn.dot_product_attention(q, k, v, mask=mask)
+        return dot_product_attention(q, k, v, mask=mask, implementation=implementation)
     logits = jnp.einsum("nqhd,nkhd->nhqk", q, k, preferred_element_type=jnp.float32)
     logits = jnp.where(mask, logits / np.sqrt(q.shape[-1]), NEG)
     probs = dropout(jax.nn.softmax(logits, axis=-1).astype(v.dtype))
@@ -55,13 +61,13 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
 
 
 def global_attention(qg: jax.Array, kg: jax.Array, vg: jax.Array, valid: jax.Array,
-                     dropout: Dropout = None) -> jax.Array:
+                     dropout: Dropout = None, implementation: str = "auto") -> jax.Array:
     """The global tokens' rows: queries qg (B, G, H, d) over every valid key of kg, vg."""
-    return attend(qg, kg, vg, valid[:, None, None, :], dropout)
+    return attend(qg, kg, vg, valid[:, None, None, :], dropout, implementation)
 
 
 def dense_attention(q, k, v, qg, kg, vg, valid, *, one_sided: int, num_global: int = 1,
-                    dropout: Dropout = None) -> jax.Array:
+                    dropout: Dropout = None, implementation: str = "auto") -> jax.Array:
     """Longformer attention with a dense L×L mask: O(L²), the reference for `banded_attention`.
 
     Local rows attend to the band |i − j| <= one_sided and to the global columns j < num_global,
@@ -72,8 +78,8 @@ def dense_attention(q, k, v, qg, kg, vg, valid, *, one_sided: int, num_global: i
     i, j = np.arange(length)[:, None], np.arange(length)[None, :]
     allowed = (np.abs(i - j) <= one_sided) | (j < num_global)
     mask = jnp.asarray(allowed)[None, None] & valid[:, None, None, :]
-    out = attend(q, k, v, mask, dropout)
-    glob = global_attention(qg[:, :num_global], kg, vg, valid, dropout)
+    out = attend(q, k, v, mask, dropout, implementation)
+    glob = global_attention(qg[:, :num_global], kg, vg, valid, dropout, implementation)
     return out.at[:, :num_global].set(glob)
 
 
@@ -118,7 +124,7 @@ def neighbour_blocks(x: jax.Array, block: int) -> jax.Array:
 
 
 def banded_attention(q, k, v, qg, kg, vg, valid, *, one_sided: int, num_global: int = 1,
-                     dropout: Dropout = None) -> jax.Array:
+                     dropout: Dropout = None, implementation: str = "auto") -> jax.Array:
     """Longformer attention in O(L·w): the same result as `dense_attention`.
 
     Query block b (`one_sided` tokens) attends to the keys of blocks b−1, b, b+1 (masked to the
@@ -148,9 +154,9 @@ def banded_attention(q, k, v, qg, kg, vg, valid, *, one_sided: int, num_global: 
         return both.reshape(b * nb, num_global + 3 * block, heads, hd)
 
     out = attend(q.reshape(b * nb, block, heads, hd), with_globals(k), with_globals(v),
-                 mask.reshape(b * nb, 1, block, num_global + 3 * block), dropout)
+                 mask.reshape(b * nb, 1, block, num_global + 3 * block), dropout, implementation)
     out = out.reshape(b, padded, heads, hd)[:, :length]
-    glob = global_attention(qg[:, :num_global], kg, vg, valid, dropout)
+    glob = global_attention(qg[:, :num_global], kg, vg, valid, dropout, implementation)
     return out.at[:, :num_global].set(glob)
 
 
@@ -163,10 +169,12 @@ class LongformerSelfAttention(nnx.Module):
     """Local (windowed) + global multi-head self-attention; separate global q/k/v projections."""
 
     def __init__(self, dim: int, num_heads: int, *, one_sided: int, num_global: int = 1,
-                 dropout_rate: float = 0.0, dtype=jnp.float32, rngs: nnx.Rngs):
+                 dropout_rate: float = 0.0, dtype=jnp.float32, implementation: str = "auto",
+                 rngs: nnx.Rngs):
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.one_sided, self.num_global = num_heads, one_sided, num_global
+        self.implementation = check_implementation(implementation)
         for name in ("query", "key", "value", "query_global", "key_global", "value_global"):
             setattr(self, name, _linear(dim, dim, dtype, rngs))
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
@@ -184,7 +192,7 @@ class LongformerSelfAttention(nnx.Module):
             dropout = lambda p: self.dropout(p, deterministic=False)
         kernel = dense_attention if dense else banded_attention
         out = kernel(q, k, v, qg, kg, vg, valid, one_sided=self.one_sided, num_global=g,
-                     dropout=dropout)
+                     dropout=dropout, implementation=self.implementation)
         if capturing():  # inspection only (`layers.capture_attention`): the output is unchanged
             self.sow(nnx.Intermediate, ATTENTION_WEIGHTS,
                      attention_weights(q, k, qg, kg, valid, one_sided=self.one_sided,
@@ -198,11 +206,12 @@ class LongformerLayer(nnx.Module):
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, one_sided: int,
                  num_global: int = 1, dropout_rate: float = 0.0,
                  attention_dropout_rate: float = 0.0, eps: float = 1e-12, dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+                 implementation: str = "auto", rngs: nnx.Rngs):
         self.attention = LongformerSelfAttention(dim, num_heads, one_sided=one_sided,
                                                  num_global=num_global,
                                                  dropout_rate=attention_dropout_rate,
-                                                 dtype=dtype, rngs=rngs)
+                                                 dtype=dtype, implementation=implementation,
+                                                 rngs=rngs)
         self.attention_output = _linear(dim, dim, dtype, rngs)
         self.attention_norm = nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, rngs=rngs)
         self.intermediate = _linear(dim, mlp_dim, dtype, rngs)
@@ -253,7 +262,8 @@ class LongformerEncoder(nnx.Module):
                  attention_window: int, max_positions: int, type_vocab_size: int = 2,
                  pad_position: int | None = None, num_global: int = 1,
                  dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
-                 eps: float = 1e-12, dtype=jnp.float32, remat: bool = False, rngs: nnx.Rngs):
+                 eps: float = 1e-12, dtype=jnp.float32, remat: bool = False,
+                 implementation: str = "auto", rngs: nnx.Rngs):
         if attention_window < 2 or attention_window % 2:
             raise ValueError(f"attention_window must be a positive even number, got "
                              f"{attention_window}")
@@ -268,7 +278,7 @@ class LongformerEncoder(nnx.Module):
             LongformerLayer(dim, num_heads, mlp_dim, one_sided=self.one_sided,
                             num_global=num_global, dropout_rate=dropout_rate,
                             attention_dropout_rate=attention_dropout_rate, eps=eps, dtype=dtype,
-                            rngs=rngs)
+                            implementation=implementation, rngs=rngs)
             for _ in range(num_layers)])
 
     def check_inputs(self, x, position_ids, token_type_ids, valid) -> None:

@@ -32,7 +32,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vidmix.models.layers import ATTENTION_WEIGHTS, DropPath, Mlp, capturing, dense_init
+from vidmix.models.layers import (
+    ATTENTION_WEIGHTS,
+    DropPath,
+    Mlp,
+    capturing,
+    check_implementation,
+    dense_init,
+    dot_product_attention,
+)
 from vidmix.models.patch_shift import channel_shift, patch_shift, window_offsets
 
 MASKED = -100.0  # the official Swin's additive mask value for token pairs from different regions
@@ -136,12 +144,15 @@ class WindowAttention(nnx.Module):
 
     `temporal` is the block's time mixing: None, "channel" (channel shift of the normed tokens)
     or "patch" (patch shift of the normed tokens, attention output shifted back before `proj`).
+    `implementation` ("auto", "xla", "cudnn"): the attention kernel
+    (`layers.dot_product_attention`).
     """
 
     def __init__(self, dim: int, num_heads: int, *, window: int, temporal: str | None,
                  pattern: str, slots: int, lookup: str, channel_div: int, qkv_bias: bool,
-                 dropout_rate: float, dtype, rngs: nnx.Rngs):
+                 dropout_rate: float, dtype, implementation: str = "auto", rngs: nnx.Rngs):
         self.num_heads, self.window, self.temporal = num_heads, window, temporal
+        self.implementation = check_implementation(implementation)
         self.pattern, self.slots, self.lookup = pattern, slots, lookup
         self.channel_div = channel_div
         self.qkv = nnx.Linear(dim, 3 * dim, use_bias=qkv_bias, dtype=dtype, kernel_init=dense_init,
@@ -175,8 +186,8 @@ class WindowAttention(nnx.Module):
             bias = bias + jnp.asarray(mask)[None, :, None]  # (F, nW, heads, N, N)
         bias = jnp.broadcast_to(bias[None], (b, t, nw, heads, n, n)).reshape(-1, heads, n, n)
         split = lambda y: y.reshape(-1, n, heads, c // heads)
-        out = jax.nn.dot_product_attention(split(q), split(k), split(v),
-                                           bias=bias.astype(q.dtype))
+        out = dot_product_attention(split(q), split(k), split(v), bias=bias.astype(q.dtype),
+                                    implementation=self.implementation)
         if capturing():  # inspection only (`layers.capture_attention`): the output is unchanged
             logits = jnp.einsum("xqhd,xkhd->xhqk", split(q), split(k),
                                 preferred_element_type=jnp.float32) / np.sqrt(c // heads)
@@ -194,14 +205,15 @@ class SwinBlock(nnx.Module):
     def __init__(self, dim: int, num_heads: int, *, resolution: tuple[int, int], window: int,
                  shift: int, temporal: str | None, pattern: str, slots: int, lookup: str,
                  channel_div: int, mlp_ratio: float, qkv_bias: bool, eps: float, drop_path: float,
-                 dropout_rate: float, dtype, rngs: nnx.Rngs):
+                 dropout_rate: float, dtype, implementation: str = "auto", rngs: nnx.Rngs):
         self.resolution, self.window, self.shift = tuple(resolution), window, shift
         norm = dict(epsilon=eps, dtype=dtype, rngs=rngs)
         self.norm1 = nnx.LayerNorm(dim, **norm)
         self.attn = WindowAttention(dim, num_heads, window=window, temporal=temporal,
                                     pattern=pattern, slots=slots, lookup=lookup,
                                     channel_div=channel_div, qkv_bias=qkv_bias,
-                                    dropout_rate=dropout_rate, dtype=dtype, rngs=rngs)
+                                    dropout_rate=dropout_rate, dtype=dtype,
+                                    implementation=implementation, rngs=rngs)
         self.norm2 = nnx.LayerNorm(dim, **norm)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout_rate=dropout_rate, dtype=dtype, rngs=rngs)
         self.drop_path = DropPath(drop_path, rngs=rngs)
@@ -295,7 +307,8 @@ class SwinBackbone(nnx.Module):
                     pattern=cfg.shift_pattern, slots=cfg.temporal_window, lookup=cfg.bias_lookup,
                     channel_div=cfg.channel_shift_div, mlp_ratio=cfg.mlp_ratio,
                     qkv_bias=cfg.qkv_bias, eps=cfg.layer_norm_eps, drop_path=float(rates[k]),
-                    dropout_rate=cfg.dropout_rate, dtype=dtype, rngs=rngs))
+                    dropout_rate=cfg.dropout_rate, dtype=dtype,
+                    implementation=cfg.attention_impl, rngs=rngs))
                 k += 1
             last = i == len(cfg.depths) - 1
             merge = None if last else PatchMerging(dim, eps=cfg.layer_norm_eps, dtype=dtype,

@@ -79,6 +79,7 @@ class VTNConfig(ModelConfig):
             num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias,
             layer_norm_eps=self.layer_norm_eps, attention="space", head="avg",
             temporal_embed_slots=0, dtype=self.dtype, remat=self.remat,
+            attention_impl=self.attention_impl,
             drop_path_rate=self.drop_path_rate, dropout_rate=self.dropout_rate)
 
     def validate(self) -> None:
@@ -133,6 +134,12 @@ def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def _fold_in(key: jax.Array, i) -> jax.Array:
+    """`jax.random.fold_in` of every key of a key array (scanned layers hold one per layer)."""
+    flat = key.reshape(-1)
+    return jax.vmap(lambda k: jax.random.fold_in(k, i))(flat).reshape(key.shape)
+
+
 class VTN(nnx.Module):
     """`model(video, train=False, positions=None, mask=None)` -> fp32 logits (B, classes).
 
@@ -154,7 +161,8 @@ class VTN(nnx.Module):
             max_positions=cfg.max_positions, type_vocab_size=2, pad_position=cfg.pad_position,
             num_global=1, dropout_rate=cfg.temporal_dropout_rate,
             attention_dropout_rate=cfg.temporal_attention_dropout_rate,
-            eps=cfg.temporal_layer_norm_eps, dtype=dtype, remat=cfg.remat, rngs=rngs)
+            eps=cfg.temporal_layer_norm_eps, dtype=dtype, remat=cfg.remat,
+            implementation=cfg.attention_impl, rngs=rngs)
         self.head = VTNHead(cfg, rngs=rngs)
 
     # Inputs --------------------------------------------------------------------------------------
@@ -215,7 +223,7 @@ class VTN(nnx.Module):
 
         def one_chunk(args):
             i, x = args
-            chunk_keys = jax.tree.map(lambda key: jax.random.fold_in(key, i), keys)
+            chunk_keys = jax.tree.map(lambda key: _fold_in(key, i), keys)
             backbone = nnx.merge(graphdef, chunk_keys, rest, copy=True)  # fresh variables
             feats = backbone(x, train=train)[:, 0]
             return feats, nnx.state(backbone, nnx.RngCount)

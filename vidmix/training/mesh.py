@@ -47,15 +47,26 @@ def param_spec(shape, fsdp: int, min_size: int) -> P:
     return P()
 
 
+def _stacked(path) -> bool:
+    """Is this a parameter (or optimiser state) of scanned layers, with a leading layer axis?"""
+    from vidmix.models.stack import STACK_AXIS
+
+    return any(getattr(k, "key", getattr(k, "name", None)) == STACK_AXIS for k in path)
+
+
 def state_shardings(abstract_state, mesh: Mesh, min_size: int = 2**18):
-    """NamedShardings for a pytree of abstract arrays (parameters and optimiser state alike)."""
+    """NamedShardings for a pytree of abstract arrays (parameters and optimiser state alike).
+    The layer axis of scanned layers is never split: each layer's slice is split as that layer's
+    parameter would be (so the size threshold applies per layer)."""
     fsdp = mesh.shape["fsdp"]
 
-    def one(x):
-        shape = getattr(x, "shape", ())
+    def one(path, x):
+        shape = tuple(getattr(x, "shape", ()))
+        if _stacked(path) and shape:
+            return NamedSharding(mesh, P(None, *param_spec(shape[1:], fsdp, min_size)))
         return NamedSharding(mesh, param_spec(shape, fsdp, min_size))
 
-    return jax.tree.map(one, abstract_state)
+    return jax.tree_util.tree_map_with_path(one, abstract_state)
 
 
 def global_batch(batch: dict, mesh: Mesh) -> dict:

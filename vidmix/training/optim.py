@@ -37,9 +37,16 @@ DECAY_MASKS = {
     # XViT: every parameter but the head's biases
     "all_but_head_bias": lambda names, x: not (names[0] == "head" and names[-1] == "bias"),
     # the common ViT rule: matrices only (no biases, norms, tokens or position embeddings)
-    "matrices": lambda names, x: x.ndim >= 2 and not any("embed" in n and "patch" not in n
-                                                         for n in names),
+    "matrices": lambda names, x: _layer_ndim(names, x) >= 2 and not any(
+        "embed" in n and "patch" not in n for n in names),
 }
+
+
+def _layer_ndim(names, x) -> int:
+    """A parameter's own rank: scanned layers' parameters carry a leading layer axis."""
+    from vidmix.models.stack import STACK_AXIS
+
+    return x.ndim - (STACK_AXIS in names)
 
 
 def decay_mask(params, rule: str):

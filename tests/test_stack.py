@@ -1,0 +1,148 @@
+"""Scanned layer stacks: per-layer names for checkpoints, remat policies that keep the gradients
+and save memory, an unsplit layer axis on the mesh, and decay masks that see each layer's rank."""
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from test_main import ROOT
+
+import vidmix
+from vidmix.checkpoints.mapping import flat_params, param_paths, unstack
+from vidmix.models.stack import REMAT_POLICIES, LayerStack, remat_policy
+from vidmix.training.mesh import make_mesh, state_shardings
+from vidmix.training.optim import decay_mask
+from vidmix.training.steps import make_train_step, split_model
+
+TINY = dict(width=32, depth=3, num_heads=2, patch_size=8, image_size=16, num_frames=4,
+            num_classes=3, head="linear")
+
+
+def tiny(**kw):
+    return vidmix.create_model("xvit_b16", **{**TINY, **kw}, rngs=nnx.Rngs(0))
+
+
+def test_layers_are_stacked_and_named_per_layer():
+    model = tiny(attention="divided")
+    kernel = model.backbone.blocks.stacked.attn.qkv.kernel
+    assert kernel.shape == (3, 32, 96)  # (layers, in, out)
+    names = param_paths(model)
+    assert names["backbone/blocks/2/attn/qkv/kernel"] == (32, 96)
+    assert names["backbone/blocks/0/temporal_fc/bias"] == (32,)
+    assert not [n for n in names if "stacked" in n]
+    # stack[i] is layer i, and the per-layer view holds the same arrays
+    assert len(model.backbone.blocks) == 3
+    np.testing.assert_array_equal(model.backbone.blocks[2].attn.qkv.kernel[...], kernel[...][2])
+    flat = flat_params(model)
+    np.testing.assert_array_equal(flat["backbone/blocks/1/attn/qkv/kernel"], kernel[...][1])
+    # a train state's stacked names unstack to the same per-layer names
+    state = {"/".join(map(str, p)): np.asarray(v[...])
+             for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    assert set(unstack(model, state)) == set(names)
+
+
+def test_layers_start_as_an_unrolled_stack_would():
+    # built one by one with the same random draws, then stacked: layer i differs from layer j
+    model = tiny()
+    k = np.asarray(model.backbone.blocks.stacked.mlp.fc1.kernel[...])
+    assert not np.allclose(k[0], k[1])
+    again = np.asarray(tiny().backbone.blocks.stacked.mlp.fc1.kernel[...])
+    np.testing.assert_array_equal(k, again)
+
+
+def test_a_stack_needs_layers_of_one_structure():
+    rngs = nnx.Rngs(0)
+    with pytest.raises(ValueError, match="same structure"):
+        LayerStack([nnx.Linear(2, 3, rngs=rngs), nnx.Linear(2, 4, use_bias=False, rngs=rngs)])
+    with pytest.raises(ValueError, match="at least one layer"):
+        LayerStack([])
+
+
+def test_remat_option_names_a_policy():
+    assert remat_policy(True) == "full" and remat_policy(False) == "none"
+    assert tiny(remat=True).config.remat == "full"
+    with pytest.raises(ValueError, match="remat must be one of"):
+        tiny(remat="some")
+
+
+@pytest.mark.parametrize("attention", ["mixing", "divided"])
+def test_remat_policies_keep_loss_and_gradients(attention):
+    video = jax.random.normal(jax.random.key(1), (2, 4, 16, 16, 3))
+
+    batch = {"video": video, "label": jnp.array([0, 2]), "mask": jnp.ones(2)}
+
+    def grads(policy):  # one real train step, stochastic depth on
+        model = tiny(attention=attention, remat=policy, drop_path_rate=0.3)
+        graphdef, params, rest = split_model(model)
+        step = make_train_step(graphdef, optax.sgd(0.1), num_classes=3, stochastic=True)
+        state = {"params": params, "opt_state": optax.sgd(0.1).init(params),
+                 "step": jnp.zeros((), jnp.int32)}
+        new, metrics = jax.jit(step)(state, batch, rest)
+        return metrics["loss"], jax.tree.leaves(new["params"])
+
+    ref_value, ref = grads("none")
+    for policy in REMAT_POLICIES:
+        value, g = grads(policy)
+        assert value == pytest.approx(float(ref_value), rel=1e-6), policy
+        for a, b in zip(g, ref, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=policy)
+
+
+@pytest.mark.slow
+def test_full_remat_uses_a_third_of_the_memory():
+    """XLA's temporary memory of a compiled train step: "full" remat on the scanned blocks keeps
+    at most a third of what no remat keeps (unrolled, per-block remat saved nothing)."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from scan import temp_mib, train_step
+
+    kw = dict(width=128, depth=6, num_heads=4, patch_size=8, frames=8, image=64, batch=2)
+    none, _, _ = train_step("xvit_b16", remat="none", **kw)
+    full, _, _ = train_step("xvit_b16", remat="full", **kw)
+    assert temp_mib(full) <= temp_mib(none) / 3, (temp_mib(full), temp_mib(none))
+
+
+def test_layer_axis_is_never_split_over_fsdp():
+    model = tiny(width=64, num_heads=2)
+    _, params, _ = split_model(model)
+    mesh = make_mesh(-1, 2, jax.devices()[:2])
+    specs = state_shardings(jax.eval_shape(lambda: params), mesh, min_size=1)
+    flat = {"/".join(map(str, p)): v.spec for p, v in nnx.to_flat_state(specs)}
+    assert flat["backbone/blocks/stacked/attn/qkv/kernel"] == jax.sharding.PartitionSpec(
+        None, None, "fsdp")  # (layers, 64, 192): the largest axis of each layer's kernel
+    assert flat["backbone/blocks/stacked/norm1/scale"][0] is None
+
+
+def test_matrices_decay_mask_sees_each_layers_rank():
+    _, params, _ = split_model(tiny())
+    leaves = jax.tree_util.tree_flatten_with_path(decay_mask(params, "matrices"))[0]
+    mask = {"/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in p)
+            .removesuffix("/value"): v for p, v in leaves}
+    assert mask["backbone/blocks/stacked/attn/qkv/kernel"]
+    assert not mask["backbone/blocks/stacked/attn/qkv/bias"]  # (layers, 96): a stack of biases
+    assert not mask["backbone/blocks/stacked/norm1/scale"]
+
+
+def test_loading_names_every_missing_layer():
+    model = tiny()
+    tensors = {k: np.asarray(v) for k, v in flat_params(model).items()}
+    del tensors["backbone/blocks/1/mlp/fc2/bias"]
+    from vidmix.checkpoints.errors import CheckpointMismatchError
+    from vidmix.checkpoints.pretrained import load_folder_tensors
+
+    other = tiny()
+    before = np.asarray(other.backbone.blocks.stacked.mlp.fc2.bias[...]).copy()
+    with pytest.raises(CheckpointMismatchError, match="backbone/blocks/1/mlp/fc2/bias"):
+        load_folder_tensors(other, {k: v + 1 for k, v in tensors.items()})
+    np.testing.assert_array_equal(other.backbone.blocks.stacked.mlp.fc2.bias[...], before)
+    # ignoring one layer's tensor keeps that layer's value and loads the others
+    load_folder_tensors(other, {k: v + 1 for k, v in tensors.items()},
+                        ignore=("backbone/blocks/1/mlp/fc2/bias",))
+    loaded = np.asarray(other.backbone.blocks.stacked.mlp.fc2.bias[...])
+    np.testing.assert_array_equal(loaded[1], before[1])
+    np.testing.assert_allclose(loaded[0], before[0] + 1)
+    assert jnp.asarray(loaded).shape == (3, 32)
