@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from vidmix.models import create_model
 from vidmix.models.config import VIT_SIZES
@@ -51,12 +52,10 @@ def gradients(remat: str, frames=4, image=32):
     graphdef, params, rest = split_model(model)
     video = jax.random.normal(jax.random.key(0), (2, frames, image, image, 3))
 
-    def loss(p):
-        from flax import nnx
+    def loss(p, r):  # the random state passed in, not closed over (NNX trace levels)
+        return (nnx.merge(graphdef, p, r)(video) ** 2).sum()
 
-        return (nnx.merge(graphdef, p, rest)(video) ** 2).sum()
-
-    return jax.tree.leaves(jax.jit(jax.grad(loss))(params))
+    return jax.tree.leaves(jax.jit(jax.grad(loss))(params, rest))
 
 
 def main():

@@ -32,6 +32,7 @@ from vidmix.models.layers import (
     check_implementation,
     dot_product_attention,
 )
+from vidmix.models.stack import REMAT_POLICIES, remat_policy
 
 # BERT's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm scales.
 bert_init = nnx.initializers.normal(0.02)
@@ -262,14 +263,14 @@ class LongformerEncoder(nnx.Module):
                  attention_window: int, max_positions: int, type_vocab_size: int = 2,
                  pad_position: int | None = None, num_global: int = 1,
                  dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
-                 eps: float = 1e-12, dtype=jnp.float32, remat: bool = False,
+                 eps: float = 1e-12, dtype=jnp.float32, remat: str = "none",
                  implementation: str = "auto", rngs: nnx.Rngs):
         if attention_window < 2 or attention_window % 2:
             raise ValueError(f"attention_window must be a positive even number, got "
                              f"{attention_window}")
         if num_global < 1:
             raise ValueError(f"num_global must be >= 1, got {num_global}")
-        self.dim, self.num_global, self.remat = dim, num_global, remat
+        self.dim, self.num_global, self.remat = dim, num_global, remat_policy(remat)
         self.one_sided = attention_window // 2
         self.embeddings = LongformerEmbeddings(
             dim, max_positions=max_positions, type_vocab_size=type_vocab_size,
@@ -312,7 +313,9 @@ class LongformerEncoder(nnx.Module):
         valid = jnp.pad(valid.astype(bool), [(0, 0), (0, padded - length)])
         for layer in self.layers:
             step = lambda lyr, y, ok: lyr(y, ok, train=train, dense=dense)
-            x = (nnx.remat(step) if self.remat else step)(layer, x, valid)
+            if self.remat != "none":  # (the Longformer layers are not scanned yet)
+                step = nnx.remat(step, policy=REMAT_POLICIES[self.remat])
+            x = step(layer, x, valid)
         return x[:, :length]
 
 

@@ -63,7 +63,7 @@ class PSTConfig(ModelConfig):
     temporal_window: int = 16
     bias_lookup: str = "offset"  # "offset" (clean) or "release" (frame-dependent; T' == S)
     dtype: str = "float32"  # compute dtype; parameters are always float32
-    remat: bool = False
+    remat: str = "none"  # remat policy of every block (stack.REMAT_POLICIES)
     drop_path_rate: float = 0.1
     dropout_rate: float = 0.0
     head_dropout_rate: float = 0.5

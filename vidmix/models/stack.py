@@ -96,24 +96,28 @@ class LayerStack(nnx.Module):
         return (self[i] for i in range(self.depth))
 
     def __call__(self, x: jax.Array, **kwargs) -> jax.Array:
+        # A pure `jax.lax.scan` over the stacked state (merged into a fresh layer each step),
+        # rather than `nnx.scan`: the stack then works inside any JAX transform, e.g. a plain
+        # `jax.grad` of a merged model, whose parameters and random state sit at different
+        # trace levels. In training, random streams advance in every layer and are written back.
         capture = capturing()
+        graphdef, params, rest = nnx.split(self.stacked, nnx.Param, ...)
 
-        def call(layer, carry):
-            return layer(carry, **kwargs)
+        def body(carry, layer_state):
+            layer = nnx.merge(graphdef, *layer_state)
+            if capture:  # what the layer sows, collected per layer, gathered over the layers
+                y, sown = nnx.capture(lambda m, c: m(c, **kwargs), nnx.Intermediate)(layer, carry)
+                sown = nnx.to_pure_dict(sown)
+            else:
+                y, sown = layer(carry, **kwargs), None
+            return y, (nnx.state(layer, nnx.Not(nnx.Param)), sown)
 
-        def body(carry, layer):
-            if not capture:
-                return call(layer, carry), None
-            # what the layer sows, collected per layer and gathered over the layer axis
-            y, sown = nnx.capture(call, nnx.Intermediate)(layer, carry)
-            return y, nnx.to_pure_dict(sown)
-
-        policy = REMAT_POLICIES[self.remat]
         if self.remat != "none":
-            body = nnx.remat(body, policy=policy, prevent_cse=False)  # scan already prevents CSE
+            body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
         unroll = self.depth if _UNROLLED.get() else 1
-        x, sown = nnx.scan(body, in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0),
-                           unroll=unroll)(x, self.stacked)
+        x, (rest, sown) = jax.lax.scan(body, x, (params, rest), unroll=unroll)
+        if kwargs.get("train", False):  # evaluation draws nothing: no state to write back
+            nnx.update(self.stacked, rest)
         if capture:
             self.sow(nnx.Intermediate, "layers", sown)
         return x

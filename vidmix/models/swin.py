@@ -42,6 +42,7 @@ from vidmix.models.layers import (
     dot_product_attention,
 )
 from vidmix.models.patch_shift import channel_shift, patch_shift, window_offsets
+from vidmix.models.stack import REMAT_POLICIES
 
 MASKED = -100.0  # the official Swin's additive mask value for token pairs from different regions
 trunc_normal = nnx.initializers.truncated_normal(stddev=0.02)
@@ -323,8 +324,9 @@ class SwinBackbone(nnx.Module):
         x = self.patch_embed(video.astype(jnp.dtype(self.cfg.dtype)))
         for stage in self.layers:
             for block in stage.blocks:
-                if self.cfg.remat:
-                    x = nnx.remat(lambda blk, y: blk(y, train=train))(block, x)
+                if self.cfg.remat != "none":  # (Swin stages are not scanned yet)
+                    x = nnx.remat(lambda blk, y: blk(y, train=train),
+                                  policy=REMAT_POLICIES[self.cfg.remat])(block, x)
                 else:
                     x = block(x, train=train)
             if stage.downsample is not None:

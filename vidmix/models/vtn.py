@@ -52,7 +52,7 @@ class VTNConfig(ModelConfig):
     head_layer_norm_eps: float = 1e-5
     frame_chunk: int | None = None  # frames per backbone pass (bounds memory); None: all at once
     dtype: str = "float32"  # compute dtype; parameters are always float32
-    remat: bool = False  # rematerialise every backbone block and temporal layer in the backward
+    remat: str = "none"  # remat policy (stack.REMAT_POLICIES): backbone blocks, temporal layers
     drop_path_rate: float = 0.0  # backbone stochastic depth
     dropout_rate: float = 0.0  # backbone dropout
     head_dropout_rate: float = 0.5
