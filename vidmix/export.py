@@ -68,14 +68,6 @@ def dataset_short_side(config) -> int | None:
         return default
 
 
-def run_preprocessing(config, side: int | None) -> dict:
-    """What inference does to a video file, as the run's evaluation did."""
-    e, d = config.eval, config.data
-    return dict(mean=list(d.mean), std=list(d.std), num_frames=e.num_frames or d.num_frames,
-                image_size=d.image_size, short_side=side, sampling=e.sampling or d.sampling,
-                stride=d.stride, num_clips=e.num_clips, num_crops=e.num_crops, combine=e.combine)
-
-
 def restore_params(directory: str, step: int | None = None) -> tuple[int, dict[str, np.ndarray]]:
     """(step, {vidmix name: array}): the parameters of one checkpoint of a run, as numpy arrays,
     without its optimiser state or data-iterator state."""
@@ -126,9 +118,11 @@ def export(workdir: str, out: str, *, step: int | None = None,
     model = build_model(cfg)
     # the train state keeps scanned layers stacked; the folder names them per layer
     load_folder_tensors(model, unstack(model, tensors), source=f"{workdir}/checkpoints/{step}")
+    from vidmix.training.trainer import eval_preprocessing
+
     side = dataset_short_side(config) if short_side == "dataset" else short_side
     return save_pretrained(model, out, names, preset=config.model.name,
-                           preprocessing=run_preprocessing(config, side)), step
+                           preprocessing=eval_preprocessing(config, side)), step
 
 
 def main(argv=None) -> str:

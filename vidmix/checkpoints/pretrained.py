@@ -3,9 +3,9 @@
 The folder holds two files:
 - `model.safetensors`: every parameter of the model, float32, under its vidmix name: the nnx
   parameter path joined by "/" (`backbone/blocks/0/attn/qkv/kernel`, `head/classifier/bias`).
-  Names are per layer (`blocks/0`, `blocks/1`, ...): were layers ever stacked for `nnx.scan`, the
-  saver would unstack them, so folders stay readable. The header's metadata carries the format
-  marker too, so the file alone is recognised.
+  Names are per layer (`blocks/0`, `blocks/1`, ...), also for layers that run as a scanned stack
+  (their stacked parameters are saved one layer at a time), so the layout does not depend on it.
+  The header's metadata carries the format marker too, so the file alone is recognised.
 - `config.json`: `{"format": "vidmix", "format_version": 1, "family": "vit" | "vtn" | "pst",
   "preset": the preset the model was made from (or null), "config": every field of the model's
   config, "class_names": [...] (or null), "preprocessing": {...} (or null)}`.

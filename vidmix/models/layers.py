@@ -27,17 +27,23 @@ _CAPTURING = contextvars.ContextVar("vidmix_capture_attention", default=False)
 
 
 @contextlib.contextmanager
-def capture_attention() -> Iterator[None]:
+def switched_on(flag: contextvars.ContextVar) -> Iterator[None]:
+    """Sets a boolean trace-time flag (a ContextVar read while a function is traced) for the
+    duration of the context."""
+    token = flag.set(True)
+    try:
+        yield
+    finally:
+        flag.reset(token)
+
+
+def capture_attention() -> contextlib.AbstractContextManager:
     """Within this context (read when a function is traced), attention modules sow their weights.
 
     Use it together with `nnx.capture(..., nnx.Intermediate)`, which collects the sown values;
     `vidmix.models.attention_maps.attention_maps` does both.
     """
-    token = _CAPTURING.set(True)
-    try:
-        yield
-    finally:
-        _CAPTURING.reset(token)
+    return switched_on(_CAPTURING)
 
 
 def capturing() -> bool:
@@ -76,18 +82,13 @@ DENSE_SCORES_BUDGET = 256 * 2**20  # bytes of float32 scores
 _UNCHUNKED = contextvars.ContextVar("vidmix_unchunked_attention", default=False)
 
 
-@contextlib.contextmanager
-def unchunked() -> Iterator[None]:
+def unchunked() -> contextlib.AbstractContextManager:
     """Within this context (read when a function is traced), the XLA path is always the dense one.
 
     For counting FLOPs (`cost.py`): XLA's cost analysis counts the body of a loop once, so the
     chunked form's loops would hide most of its work. Not for running long sequences.
     """
-    token = _UNCHUNKED.set(True)
-    try:
-        yield
-    finally:
-        _UNCHUNKED.reset(token)
+    return switched_on(_UNCHUNKED)
 
 
 def check_implementation(implementation: str) -> str:

@@ -1,8 +1,8 @@
 """A stack of identical layers, run as one scanned layer.
 
 The layers' parameters are stacked on a leading layer axis (attribute `stacked`: state paths
-`.../blocks/stacked/...` carry that axis) and the stack runs as `nnx.scan` over it: one traced
-and compiled layer body whatever the depth, so compile time stays flat in depth, and
+`.../blocks/stacked/...` carry that axis) and the stack runs as one `jax.lax.scan` over it: one
+traced and compiled layer body whatever the depth, so compile time stays flat in depth, and
 rematerialisation applied to the scanned body does what it promises. Per-layer `jax.checkpoint`
 in an unrolled Python loop saves nothing: XLA's scheduler undoes it (measured on a 12-layer MLP
 stack: 2,043 MiB peak temporary memory unrolled, 2,031 with per-layer checkpoints, 321 scanned
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vidmix.models.layers import capturing
+from vidmix.models.layers import capturing, switched_on
 
 STACK_AXIS = "stacked"  # the attribute (and state path element) of stacked layer parameters
 
@@ -42,15 +42,10 @@ REMAT_POLICIES = {
 _UNROLLED = contextvars.ContextVar("vidmix_unrolled_stacks", default=False)
 
 
-@contextlib.contextmanager
-def unrolled() -> Iterator[None]:
+def unrolled() -> contextlib.AbstractContextManager:
     """Within this context (read when a function is traced), stacks unroll their scan: for
     cost analysis, since XLA counts a loop body once, not once per layer."""
-    token = _UNROLLED.set(True)
-    try:
-        yield
-    finally:
-        _UNROLLED.reset(token)
+    return switched_on(_UNROLLED)
 
 
 def remat_policy(value) -> str:
@@ -64,7 +59,7 @@ def remat_policy(value) -> str:
 
 
 class LayerStack(nnx.Module):
-    """`layers` (built separately, identical structure) as one stack run by `nnx.scan`.
+    """`layers` (built separately, identical structure) as one stack run by a scan.
 
     `stack(x, **kwargs)` applies layer 0, 1, ... to x: `layer(x, **kwargs)` (kwargs are static,
     e.g. `train=`). `stack[i]` is a copy of layer i (for reading its weights), `len(stack)` the

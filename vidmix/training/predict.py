@@ -56,14 +56,10 @@ def _top_k(logits, mask, combine: str, names, k: int) -> list[tuple[str, float]]
 
 def folder_preprocessing(config, info: dict) -> dict:
     """The folder's preprocessing; what it lacks comes from `config` (logged)."""
-    from vidmix.training.trainer import eval_clip, loader_options
+    from vidmix.training.trainer import eval_preprocessing
 
-    model_cfg = info["config"]
-    fallback = {**loader_options(config), **eval_clip(config),
-                "image_size": model_cfg.get("image_size", config.data.image_size),
-                "short_side": None, "num_clips": config.eval.num_clips,
-                "num_crops": config.eval.num_crops, "combine": config.eval.combine}
-    fallback.pop("dtype")
+    fallback = eval_preprocessing(config, short_side=None)
+    fallback["image_size"] = info["config"].get("image_size", config.data.image_size)
     pre = dict(info.get("preprocessing") or {})
     absent = [k for k in fallback if k not in pre]
     if absent:

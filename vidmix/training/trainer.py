@@ -89,6 +89,15 @@ def eval_clip(config) -> dict:
     return dict(num_frames=e.num_frames or d.num_frames, sampling=e.sampling or d.sampling)
 
 
+def eval_preprocessing(config, short_side: int | None) -> dict:
+    """What the config's evaluation does to a video, as a model folder's `preprocessing`
+    (`vidmix.save_pretrained`): normalisation, clip, views and how they are combined."""
+    d, e = config.data, config.eval
+    options = {k: v for k, v in loader_options(config).items() if k != "dtype"}
+    return {**options, **eval_clip(config), "image_size": d.image_size, "short_side": short_side,
+            "num_clips": e.num_clips, "num_crops": e.num_crops, "combine": e.combine}
+
+
 def eval_loader(config, data_dir, per_process_batch):
     d = config.data
     return make_loader(data_dir, d.eval_split, image_size=d.image_size,
@@ -133,13 +142,14 @@ def _model_overrides(config, num_classes):
     return overrides
 
 
-def _check_eval_frames(config, model) -> None:
+def _check_eval_frames(config, model, name: str | None = None) -> None:
     frames = config.eval.num_frames
     if frames in (0, config.data.num_frames) or getattr(model, "whole_video", False):
         return
-    raise ValueError(f"config.eval.num_frames={frames} differs from config.data.num_frames="
-                     f"{config.data.num_frames}, but {config.model.name} takes clips of a fixed "
-                     "length; only whole-video models (VTN) can; set config.eval.num_frames=0")
+    raise ValueError(f"config.eval.num_frames={frames} differs from the model's clips of "
+                     f"{config.data.num_frames} frames, but {name or config.model.name} takes "
+                     "clips of a fixed length; only whole-video models (VTN) can; set "
+                     "config.eval.num_frames=0")
 
 
 def _split_size(builder, split: str) -> int:
@@ -369,10 +379,7 @@ def _folder_experiment(config, model_dir: str) -> Experiment:
         i = next(i for i, (a, b) in enumerate(zip(saved, class_names, strict=True)) if a != b)
         raise ValueError(f"the model in {model_dir} was trained with other class names than the "
                          f"dataset's: class {i} is {saved[i]!r} there, {class_names[i]!r} here")
-    frames = config.eval.num_frames
-    if frames not in (0, cfg.num_frames) and not getattr(model, "whole_video", False):
-        raise ValueError(f"config.eval.num_frames={frames}, but the model in {model_dir} takes "
-                         f"clips of {cfg.num_frames} frames; set config.eval.num_frames=0")
+    _check_eval_frames(config, model, f"the model in {model_dir}")
     mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
     graphdef, params, rest = split_model(model)
     params = jax.device_put(params, mesh_lib.state_shardings(params, mesh,
