@@ -23,6 +23,8 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from vidmix.training.config_checks import problems as config_problems
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 config_flags.DEFINE_config_file("config", os.path.join(_HERE, "configs", "default.py"),
                                 "Config file, optionally with an argument: path.py:arg.",
@@ -104,6 +106,9 @@ def main(argv):
     mode = FLAGS.mode or config.mode
     if mode not in MODES:
         raise app.UsageError(f"unknown --mode={mode!r}; modes: {', '.join(MODES)}")
+    problems = config_problems(config)
+    if problems:  # a config mistake costs a second, not a training budget
+        raise app.UsageError("invalid config:\n  " + "\n  ".join(problems))
     if FLAGS.distributed:
         import jax
 

@@ -27,6 +27,7 @@ from vidmix.models import create_model, model_config
 from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
 from vidmix.training.checkpointing import Checkpoints, abstract_like
+from vidmix.training.config_checks import check_config
 from vidmix.training.epochs import resolve_epochs, uses_epochs
 from vidmix.training.logbook import Logbook
 from vidmix.training.optim import make_optimizer
@@ -161,6 +162,7 @@ def _split_size(builder, split: str) -> int:
 
 def setup(config, workdir: str, *, for_training: bool = True, devices=None) -> Experiment:
     """Mesh, model (created sharded, or loaded from config.init.path), optimiser, state."""
+    check_config(config)  # before any data is read or a model compiled
     data_dir = ensure_dataset(config)
     builder, _ = open_dataset(data_dir)
     class_names = builder.info.features["label"].names
