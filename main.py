@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from vidmix.training.config_checks import ConfigError
 from vidmix.training.config_checks import problems as config_problems
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -122,7 +124,10 @@ def main(argv):
     vidmix_log.handlers[:] = [handler]
     vidmix_log.setLevel(logging.INFO)
     vidmix_log.propagate = False
-    MODES[mode](config, FLAGS.workdir or default_workdir())
+    try:
+        MODES[mode](config, FLAGS.workdir or default_workdir())
+    except ConfigError as e:  # a user's mistake found once the data is known: one clear line
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

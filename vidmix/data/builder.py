@@ -43,6 +43,9 @@ class BuildReport:
     class_names: list[str]
     skipped: list[tuple[str, str]]  # (path or annotation id, reason)
     seconds: float = 0.0
+    # split -> {stored frames: number of videos} (what clip lengths the split can serve); empty
+    # in reports written before vidmix recorded it
+    frame_counts: dict[str, dict[int, int]] = dataclasses.field(default_factory=dict)
 
     def __str__(self):
         lines = [f"{self.num_examples} videos in {self.data_dir} "
@@ -63,6 +66,7 @@ class VidmixVideos(tfds.core.GeneratorBasedBuilder):
     def __init__(self, *, plan: Plan, options: dict, num_workers: int, **kwargs):
         self._plan, self._options, self._num_workers = plan, options, num_workers
         self.skipped: list[tuple[str, str]] = list(plan.missing)
+        self.frame_counts: dict[str, collections.Counter] = {}
         config = tfds.core.BuilderConfig(name=plan.name, description=json.dumps(options))
         super().__init__(config=config, file_format="array_record", **kwargs)
 
@@ -84,18 +88,20 @@ class VidmixVideos(tfds.core.GeneratorBasedBuilder):
                                      description="Video frames as JPEG bytes (vidmix).")
 
     def _split_generators(self, dl_manager):
-        return {split: self._generate_examples(entries)
+        return {split: self._generate_examples(split, entries)
                 for split, entries in self._plan.splits.items() if entries}
 
-    def _generate_examples(self, entries):
+    def _generate_examples(self, split, entries):
         fn = functools.partial(make_example, **self._options)
         results = (map(fn, entries) if self._num_workers <= 1
                    else _pool_map(fn, entries, self._num_workers))
+        counts = self.frame_counts.setdefault(split, collections.Counter())
         for entry, example, reason in results:
             if example is None:
                 self.skipped.append((entry.path or entry.key, reason))
                 log.warning("skipped %s: %s", entry.path or entry.key, reason)
             else:
+                counts[int(example["num_frames"])] += 1
                 yield entry.key, example
 
 
@@ -207,8 +213,9 @@ def build_dataset(kind: str, source, data_dir, *, short_side: int | None = None,
     with _uncompressed_array_records():
         builder.download_and_prepare()
     splits = {s: builder.info.splits[s].num_examples for s in builder.info.splits}
+    frame_counts = {split: dict(sorted(c.items())) for split, c in builder.frame_counts.items()}
     report = BuildReport(str(out), sum(splits.values()), splits, plan.class_names,
-                         builder.skipped, time.time() - start)
+                         builder.skipped, time.time() - start, frame_counts)
     (out / REPORT_FILE).write_text(json.dumps(dataclasses.asdict(report), indent=1))
     log.info("%s", report)
     return report
@@ -217,4 +224,6 @@ def build_dataset(kind: str, source, data_dir, *, short_side: int | None = None,
 def load_report(dataset_dir) -> BuildReport:
     data = json.loads((Path(dataset_dir) / REPORT_FILE).read_text())
     data["skipped"] = [tuple(x) for x in data["skipped"]]
+    data["frame_counts"] = {split: {int(n): c for n, c in counts.items()}
+                            for split, counts in data.get("frame_counts", {}).items()}
     return BuildReport(**data)

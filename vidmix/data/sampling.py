@@ -43,4 +43,9 @@ def segment_test(num_frames: int, length: int, stride: int, num_clips: int):
                      for o in offsets])
 
 
+def clip_span(sampling: str, length: int, stride: int) -> int:
+    """How many stored frames a clip of `length` frames covers without repeating one."""
+    return (length - 1) * stride + 1 if sampling == "dense" else length
+
+
 SAMPLERS = {"dense": (dense_train, dense_test), "segment": (segment_train, segment_test)}

@@ -21,13 +21,14 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from vidmix.data import build_dataset, make_loader, open_dataset
+from vidmix.data import build_dataset, load_report, make_loader, open_dataset
+from vidmix.data.sampling import clip_span
 from vidmix.data.pipeline import close_iterator
 from vidmix.models import create_model, model_config
 from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
 from vidmix.training.checkpointing import Checkpoints, abstract_like
-from vidmix.training.config_checks import check_config
+from vidmix.training.config_checks import ConfigError, check_config
 from vidmix.training.epochs import resolve_epochs, uses_epochs
 from vidmix.training.logbook import Logbook
 from vidmix.training.optim import make_optimizer
@@ -107,6 +108,38 @@ def eval_loader(config, data_dir, per_process_batch):
                        **{**loader_options(config), **eval_clip(config)})
 
 
+def check_clip_length(config, data_dir, *, for_training: bool = True) -> None:
+    """Clips against the videos' frame counts (from the build report): a clip that needs more
+    frames than every video of its split holds is an error (it would be mostly copies of the last
+    frame), more than some hold a warning with the count. Datasets whose report predates frame
+    counts are not checked."""
+    try:
+        counts = load_report(open_dataset(data_dir)[1]).frame_counts
+    except (FileNotFoundError, KeyError, TypeError, ValueError):
+        counts = {}
+    d, e = config.data, config.eval
+    clips = [(d.eval_split, "config.eval.num_frames" if e.num_frames else "config.data.num_frames",
+              eval_clip(config))]
+    if for_training:
+        clips.insert(0, (d.train_split, "config.data.num_frames",
+                         dict(num_frames=d.num_frames, sampling=d.sampling)))
+    for split, key, clip in clips:
+        if split not in counts or clip["num_frames"] < 1:
+            continue
+        span = clip_span(clip["sampling"], clip["num_frames"], d.stride)
+        longest = max(counts[split])
+        short = sum(n for frames, n in counts[split].items() if frames < span)
+        how = (f"{key}={clip['num_frames']} with {clip['sampling']} sampling"
+               + (f" at config.data.stride={d.stride}" if clip["sampling"] == "dense" else "")
+               + f" needs {span} frames per clip")
+        if span > longest:
+            raise ConfigError(f"{how}, but no video of split {split!r} has more than {longest} "
+                             f"frames; use shorter clips (or a smaller stride)")
+        if short:
+            log.warning("%s; %d of the %d videos of split %r have fewer (their last frame is "
+                        "repeated)", how, short, sum(counts[split].values()), split)
+
+
 # ---- the experiment ---------------------------------------------------------------------------
 
 
@@ -164,6 +197,7 @@ def setup(config, workdir: str, *, for_training: bool = True, devices=None) -> E
     """Mesh, model (created sharded, or loaded from config.init.path), optimiser, state."""
     check_config(config)  # before any data is read or a model compiled
     data_dir = ensure_dataset(config)
+    check_clip_length(config, data_dir, for_training=for_training)
     builder, _ = open_dataset(data_dir)
     class_names = builder.info.features["label"].names
     if uses_epochs(config):  # the training split's real size turns epochs into steps
