@@ -393,7 +393,7 @@ def test_build_command(tmp_path):
 # ---- synthetic task and label mixing ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("task", ["direction", "rotation"])
+@pytest.mark.parametrize("task", ["direction", "rotation", "speed"])
 def test_synthetic_classes_are_time_reversals(task):
     from vidmix.data.synthetic import make_video
 
@@ -407,6 +407,16 @@ def test_synthetic_classes_are_time_reversals(task):
         mass = (a.max(-1) > 100).astype(float)
         cx = (mass * np.arange(48)).sum((1, 2)) / mass.sum((1, 2))
         assert cx[-1] > cx[0] + 5
+    if task == "speed":  # class 0 speeds up: each step between frames longer than the last
+        for seed in range(20):
+            video = make_video(task, 0, seed=seed, num_frames=8, size=48).astype(float)
+            mass = (video.max(-1) > 100) * 1.0
+            grid = np.arange(48)
+            total = mass.sum((1, 2))[:, None]
+            centre = np.stack([(mass * grid[None, :, None]).sum((1, 2)),
+                               (mass * grid[None, None, :]).sum((1, 2))], 1) / total
+            steps = np.linalg.norm(np.diff(centre, axis=0), axis=1)
+            assert steps[-2:].mean() > 2 * steps[:2].mean() + 1, (seed, steps)
     with pytest.raises(ValueError, match="unknown synthetic task"):
         make_video("spin", 0, 0)
 

@@ -6,9 +6,11 @@ contain the same frames in the same proportions, so a model that only sees frame
 that averages per-frame scores, like space-only attention) is at chance, while a model that
 compares frames in order can learn the task perfectly.
 
-Tasks (`TASKS`): "direction" (moves left / right, with a random vertical drift) and "rotation"
-(spins clockwise / counter-clockwise while drifting). Digits, colours, sizes, speeds and the
-static noisy background vary per video.
+Tasks (`TASKS`): "direction" (moves left / right, with a random vertical drift), "rotation"
+(spins clockwise / counter-clockwise while drifting) and "speed" (travels in a straight line in
+any direction, speeding up / slowing down: the distance covered grows as t squared, so a model
+must compare the steps between frames; since the direction is uniform, both classes move every
+way). Digits, colours, sizes, speeds and the static noisy background vary per video.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 TASKS = {
     "direction": ("moving_right", "moving_left"),
     "rotation": ("counterclockwise", "clockwise"),
+    "speed": ("speeding_up", "slowing_down"),
 }
 
 
@@ -54,6 +57,13 @@ def make_video(task: str, label: int, seed: int, *, num_frames: int = 16,
         x = rng.uniform(0, free - travel) + travel * t
         drift = rng.uniform(-0.3, 0.3) * free
         y = np.clip(rng.uniform(0, free) + drift * (t - 0.5), 0, free)
+        angle = np.full(num_frames, rng.uniform(-20, 20))
+    elif task == "speed":  # accelerates from rest along a random direction over 60-95% of the room
+        heading = rng.uniform(0, 2 * np.pi)
+        direction = np.array([np.cos(heading), np.sin(heading)])
+        span = rng.uniform(0.6, 0.95) * free * direction
+        start = np.where(span >= 0, 0.0, -span) + rng.uniform(0, free - np.abs(span))
+        x, y = (start[:, None] + span[:, None] * t[None] ** 2)
         angle = np.full(num_frames, rng.uniform(-20, 20))
     else:  # spins 120-300 degrees counter-clockwise, drifting slowly in a random direction
         angle = rng.uniform(0, 360) + rng.uniform(120, 300) * t

@@ -22,8 +22,8 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from vidmix.data import build_dataset, load_report, make_loader, open_dataset
-from vidmix.data.sampling import clip_span
 from vidmix.data.pipeline import close_iterator
+from vidmix.data.sampling import clip_span
 from vidmix.models import create_model, model_config
 from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
