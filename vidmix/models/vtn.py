@@ -19,7 +19,8 @@ from flax import nnx
 
 from vidmix.models.backbone import VideoViT
 from vidmix.models.config import VIT_SIZES, ModelConfig, VideoViTConfig
-from vidmix.models.layers import capturing, dense_init
+from vidmix.models.heads import MlpHead
+from vidmix.models.layers import capturing
 from vidmix.models.longformer import LongformerEncoder
 
 
@@ -111,23 +112,14 @@ class VTNConfig(ModelConfig):
                     head="mlp", size=f"{self.width} x {self.depth} + {self.temporal_layers}")
 
 
-class VTNHead(nnx.Module):
+class VTNHead(MlpHead):
     """[CLS] output -> LayerNorm -> Dense -> GELU -> Dropout -> Dense(classes) (zero-initialised
     classifier, as every vidmix head)."""
 
     def __init__(self, cfg: VTNConfig, *, rngs: nnx.Rngs):
-        dtype = jnp.dtype(cfg.dtype)
-        self.norm = nnx.LayerNorm(cfg.width, epsilon=cfg.head_layer_norm_eps, dtype=dtype,
-                                  rngs=rngs)
-        self.pre_logits = nnx.Linear(cfg.width, cfg.head_hidden, kernel_init=dense_init,
-                                     dtype=dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(cfg.head_dropout_rate, rngs=rngs)
-        self.classifier = nnx.Linear(cfg.head_hidden, cfg.num_classes,
-                                     kernel_init=nnx.initializers.zeros, dtype=dtype, rngs=rngs)
-
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        x = jax.nn.gelu(self.pre_logits(self.norm(x)), approximate=False)
-        return self.classifier(self.dropout(x, deterministic=not train))
+        super().__init__(cfg.width, cfg.head_hidden, cfg.num_classes, eps=cfg.head_layer_norm_eps,
+                         dropout_rate=cfg.head_dropout_rate, dtype=jnp.dtype(cfg.dtype),
+                         rngs=rngs)
 
 
 def _is_concrete(x) -> bool:
