@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import operator
 from collections.abc import Iterator
 
 import jax
@@ -157,7 +158,7 @@ class LayerStack(nnx.Module):
             sown += self._per_layer(step_sown, self.steps, self.group)
         if self.tail is not None:
             x, tail_sown = self._scan(self.tail, x, args, kwargs, stacked=False)
-            sown += self._per_layer(tail_sown, None, len(self.tail))
+            sown += self._per_layer(tail_sown, 1, len(self.tail))
         if capturing():
             self.sow(nnx.Intermediate, "layers", sown)
         return x
@@ -165,7 +166,7 @@ class LayerStack(nnx.Module):
     def _scan(self, module: nnx.Module, x: jax.Array, args: tuple, kwargs: dict, *,
               stacked: bool):
         """Runs `module` (a stack of steps, or one unstacked step) over x with a pure
-        `jax.lax.scan`: (output, what the steps sowed (stacked over steps) or None).
+        `jax.lax.scan`: (output, what the steps sowed, stacked over the steps, or None).
 
         A pure scan over the state (merged into a fresh module each step), rather than
         `nnx.scan`, works inside any JAX transform, e.g. a plain `jax.grad` of a merged model,
@@ -193,20 +194,20 @@ class LayerStack(nnx.Module):
         x, (rest, sown) = jax.lax.scan(body, x, (params, rest),
                                        unroll=length if _UNROLLED.get() else 1)
         if not stacked:
-            rest, sown = jax.tree.map(lambda a: a[0], (rest, sown))
+            rest = jax.tree.map(lambda a: a[0], rest)
         if kwargs.get("train", False):  # evaluation draws nothing: no state to write back
             nnx.update(module, rest)
         return x, sown
 
-    def _per_layer(self, sown, steps: int | None, size: int) -> list:
-        """What each layer sowed, in order, from what `steps` scanned steps (None: one unstacked
-        step) of `size` layers each sowed."""
+    def _per_layer(self, sown, steps: int, size: int) -> list:
+        """What each layer sowed, in order, from what `steps` scanned steps of `size` layers
+        sowed (gathered over the steps)."""
         if sown is None:
             return []
-        if self.group == 1 and steps is not None:  # the step is the layer itself
+        if self.group == 1:  # the step is the layer itself
             sown = {"0": sown}
-        return [jax.tree.map(lambda a: a[s] if steps is not None else a, sown.get(str(k), {}))
-                for s in range(steps or 1) for k in range(size)]
+        return [jax.tree.map(operator.itemgetter(step), sown.get(str(k), {}))
+                for step in range(steps) for k in range(size)]
 
 
 def _stack(modules: list[nnx.Module]) -> nnx.Module:
