@@ -70,15 +70,14 @@ def test_remat_option_names_a_policy():
         tiny(remat="some")
 
 
-@pytest.mark.parametrize("attention", ["mixing", "divided"])
-def test_remat_policies_keep_loss_and_gradients(attention):
-    video = jax.random.normal(jax.random.key(1), (2, 4, 16, 16, 3))
-
+def assert_remat_keeps_loss_and_gradients(make, policies=REMAT_POLICIES, image=16):
+    """One real train step (stochastic depth and dropout on, as `make(remat=...)` sets them) with
+    every policy gives the loss and updated parameters of "none"."""
+    video = jax.random.normal(jax.random.key(1), (2, 4, image, image, 3))
     batch = {"video": video, "label": jnp.array([0, 2]), "mask": jnp.ones(2)}
 
-    def grads(policy):  # one real train step, stochastic depth on
-        model = tiny(attention=attention, remat=policy, drop_path_rate=0.3)
-        graphdef, params, rest = split_model(model)
+    def grads(policy):
+        graphdef, params, rest = split_model(make(remat=policy))
         step = make_train_step(graphdef, optax.sgd(0.1), num_classes=3, stochastic=True)
         state = {"params": params, "opt_state": optax.sgd(0.1).init(params),
                  "step": jnp.zeros((), jnp.int32)}
@@ -86,11 +85,17 @@ def test_remat_policies_keep_loss_and_gradients(attention):
         return metrics["loss"], jax.tree.leaves(new["params"])
 
     ref_value, ref = grads("none")
-    for policy in REMAT_POLICIES:
+    for policy in policies:
         value, g = grads(policy)
         assert value == pytest.approx(float(ref_value), rel=1e-6), policy
         for a, b in zip(g, ref, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=policy)
+
+
+@pytest.mark.parametrize("attention", ["mixing", "divided"])
+def test_remat_policies_keep_loss_and_gradients(attention):
+    assert_remat_keeps_loss_and_gradients(
+        lambda **kw: tiny(attention=attention, drop_path_rate=0.3, **kw))
 
 
 @pytest.mark.slow
@@ -155,8 +160,8 @@ def test_loading_names_every_missing_layer():
     ("pst_tiny", dict(embed_dim=16, depths=(2,), num_heads=(2,), window_size=2, image_size=16,
                       num_frames=4, num_classes=3))])
 def test_other_families_take_remat_policies(name, kw):
-    """VTN and PST take the same policy names (their Swin stages and Longformer layers are
-    rematerialised per layer), and "none" means no remat (a non-empty string is not True)."""
+    """VTN and PST take the same policy names (applied to their scanned Swin stages and
+    Longformer layers), and "none" means no remat (a non-empty string is not True)."""
     video = jax.random.normal(jax.random.key(2), (2, 4, 16, 16, 3))
     outs = {}
     for policy in ("none", "full"):
@@ -187,3 +192,173 @@ def test_plain_jax_grad_of_a_merged_model():
     for a, b in zip(jax.tree.leaves(passed), jax.tree.leaves(closed), strict=True):
         np.testing.assert_array_equal(a, b)
     assert any(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(passed))
+
+
+# Groups of layers, an unstacked tail, extra arguments -----------------------------------------
+class Scaled(nnx.Module):
+    """A toy layer of one of two structures (with or without a bias), taking an extra array."""
+
+    def __init__(self, bias: bool, rngs):
+        self.linear = nnx.Linear(4, 4, use_bias=bias, rngs=rngs)
+
+    def __call__(self, x, scale, *, shift=0.0):
+        return jnp.tanh(self.linear(x) * scale + shift)
+
+
+def test_a_stack_scans_groups_and_runs_the_tail_after():
+    rngs = nnx.Rngs(0)
+    layers = [Scaled(i % 2 == 0, rngs) for i in range(5)]  # alternating structures, odd depth
+    copies = [nnx.clone(layer) for layer in layers]
+    stack = LayerStack(layers, group=2)
+    assert len(stack) == 5 and stack.steps == 2
+    assert stack.stacked["0"].linear.kernel.shape == (2, 4, 4)  # layers 0 and 2
+    assert stack.tail["0"].linear.kernel.shape == (4, 4)  # layer 4, no layer axis
+    x = jax.random.normal(jax.random.key(0), (3, 4))
+    scale = jnp.array([0.5, 1.0, 2.0, -1.0])
+    want = x
+    for i, layer in enumerate(copies):
+        want = layer(want, scale, shift=0.1)
+        np.testing.assert_array_equal(stack[i].linear.kernel[...], layer.linear.kernel[...])
+    np.testing.assert_allclose(stack(x, scale, shift=0.1), want, rtol=1e-6, atol=1e-6)
+    assert stack.layer_paths(("stacked", "1", "linear", "kernel")) == [
+        ((1, "linear", "kernel"), 0), ((3, "linear", "kernel"), 1)]
+    assert stack.layer_paths(("tail", "0", "linear", "bias")) == [((4, "linear", "bias"), None)]
+    with pytest.raises(ValueError, match="same structure"):
+        LayerStack([Scaled(i < 2, rngs) for i in range(4)], group=2)
+    with pytest.raises(ValueError, match="group must be a positive integer"):
+        LayerStack(layers, group=0)
+    with pytest.raises(IndexError):
+        stack[5]
+
+
+# Swin stages and Longformer layers ------------------------------------------------------------
+PST = dict(embed_dim=16, depths=(2, 3, 1), num_heads=(2, 2, 4), window_size=2, image_size=32,
+           num_frames=4, num_classes=3, drop_path_rate=0.2)  # odd depths: a tail in 2 stages
+VTN = dict(width=32, depth=1, num_heads=2, patch_size=8, image_size=16, num_frames=4,
+           num_classes=3, temporal_layers=3, temporal_heads=2, temporal_mlp_dim=64,
+           attention_window=2)
+
+
+def pst(**kw):
+    return vidmix.create_model("pst_tiny", rngs=nnx.Rngs(0), **{**PST, **kw})
+
+
+def vtn(**kw):
+    return vidmix.create_model("vtn_vit_b16", rngs=nnx.Rngs(0), **{**VTN, **kw})
+
+
+def test_swin_stages_equal_their_blocks_one_by_one():
+    model = pst()
+    video = jax.random.normal(jax.random.key(0), (2, 4, 32, 32, 3))
+
+    def unrolled_backbone(backbone, video):  # every block called on its own, in order
+        x = backbone.patch_embed(video)
+        for stage in backbone.layers:
+            for block in stage.blocks:
+                x = block(x)
+            if stage.downsample is not None:
+                x = stage.downsample(x)
+        return backbone.norm(x)
+
+    scanned = nnx.jit(lambda m, v: m.feature_map(v))(model, video)
+    unrolled = nnx.jit(unrolled_backbone)(model.backbone, video)
+    np.testing.assert_array_equal(scanned, unrolled)
+    # attention maps read every block's weights from the stacks, the tails' included
+    maps = vidmix.attention_maps(model, video)
+    assert [(i["stage"], i["block"]) for i in maps.block_info] == [
+        (0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 0)]
+    assert maps.blocks[4]["window"].shape == (2, 2, 4, 2, 4, 4)  # 4x4 grid, 4 windows of 2x2
+
+
+def test_longformer_layers_equal_the_layers_one_by_one():
+    encoder = vtn().temporal
+    x = jax.random.normal(jax.random.key(0), (2, 7, 32))
+    positions = jnp.broadcast_to(jnp.arange(7), (2, 7))
+    valid = jnp.arange(7)[None] < jnp.array([[7], [5]])
+
+    def unrolled_encoder(enc, x):  # LongformerEncoder.__call__ with its layers one by one
+        h = enc.embeddings(x, positions, jnp.zeros((2, 7), jnp.int32))
+        padded = -(-7 // enc.one_sided) * enc.one_sided
+        h = jnp.pad(h, [(0, 0), (0, padded - 7), (0, 0)])
+        ok = jnp.pad(valid, [(0, 0), (0, padded - 7)])
+        for layer in enc.layers:
+            h = layer(h, ok)
+        return h[:, :7]
+
+    scanned = nnx.jit(lambda e, v: e(v, position_ids=positions, valid=valid))(encoder, x)
+    unrolled = nnx.jit(unrolled_encoder)(encoder, x)
+    # not bitwise: XLA compiles the scanned body's arithmetic a little differently (4.8e-7 seen)
+    np.testing.assert_allclose(scanned, unrolled, rtol=1e-6, atol=1e-6)
+
+
+def test_swin_and_longformer_names_are_per_block_and_round_trip():
+    model = pst()
+    names = param_paths(model)
+    for i, depth in enumerate(PST["depths"]):
+        blocks = {int(n.split("/")[4]) for n in names if n.startswith(f"backbone/layers/{i}/")
+                  and "/blocks/" in n}
+        assert blocks == set(range(depth)), (i, blocks)
+    assert names["backbone/layers/1/blocks/2/attn/qkv/kernel"] == (32, 96)  # the tail
+    assert not [n for n in names if "stacked" in n or "tail" in n]
+    names_vtn = param_paths(vtn())
+    assert {n.split("/")[2] for n in names_vtn if n.startswith("temporal/layers/")} == {
+        "0", "1", "2"}
+    assert "temporal/layers/2/attention/query_global/kernel" in names_vtn
+    from vidmix.checkpoints.pretrained import load_folder_tensors
+
+    for make in (pst, vtn):  # per-layer tensors in, the same tensors out, and state names agree
+        tensors = {k: np.asarray(v) + 1 for k, v in flat_params(make()).items()}
+        model = load_folder_tensors(make(), tensors)
+        loaded = flat_params(model)
+        assert set(loaded) == set(tensors)
+        for k, v in tensors.items():
+            np.testing.assert_array_equal(loaded[k], v, err_msg=k)
+        state = {"/".join(map(str, p)): np.asarray(v[...])
+                 for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+        assert set(unstack(model, state)) == set(tensors)
+    # stack[j] is block j, from the pairs or the tail
+    stage = pst().backbone.layers[1]  # a 4x4 grid, windows of 2: shifted by 1
+    assert [(b.shift, b.attn.temporal) for b in stage.blocks] == [
+        (0, "channel"), (1, "patch"), (0, "channel")]
+    np.testing.assert_array_equal(stage.blocks[2].mlp.fc1.kernel[...],
+                                  stage.blocks.tail["0"].mlp.fc1.kernel[...])
+
+
+def test_swin_layer_axis_is_unsplit_and_decay_masks_see_each_blocks_rank():
+    _, params, _ = split_model(pst(embed_dim=32, num_heads=(2, 2, 2)))
+    mesh = make_mesh(-1, 2, jax.devices()[:2])
+    specs = state_shardings(jax.eval_shape(lambda: params), mesh, min_size=1)
+    flat = {"/".join(map(str, p)): v.spec for p, v in nnx.to_flat_state(specs)}
+    P = jax.sharding.PartitionSpec
+    assert flat["backbone/layers/0/blocks/stacked/1/attn/qkv/kernel"] == P(None, None, "fsdp")
+    assert flat["backbone/layers/1/blocks/tail/0/attn/qkv/kernel"] == P(None, "fsdp")
+    leaves = jax.tree_util.tree_flatten_with_path(decay_mask(params, "matrices"))[0]
+    mask = {"/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in p)
+            .removesuffix("/value"): v for p, v in leaves}
+    assert mask["backbone/layers/0/blocks/stacked/0/attn/qkv/kernel"]
+    assert not mask["backbone/layers/0/blocks/stacked/0/attn/qkv/bias"]
+    assert mask["backbone/layers/1/blocks/tail/0/mlp/fc1/kernel"]
+    assert not mask["backbone/layers/1/blocks/tail/0/norm1/scale"]
+
+
+@pytest.mark.parametrize("make", [pst, vtn], ids=["pst", "vtn"])
+def test_swin_and_longformer_remat_keeps_loss_and_gradients(make):
+    image = make().config.image_size
+    assert_remat_keeps_loss_and_gradients(lambda **kw: make(dropout_rate=0.1, **kw),
+                                          ("full", "dots"), image)
+
+
+def test_cost_analysis_counts_every_scanned_layer():
+    from vidmix.models import model_config
+    from vidmix.models.cost import xla_flops
+
+    def flops(name, **kw):
+        base = PST if name == "pst_tiny" else VTN
+        return xla_flops(model_config(name, **{**base, **kw}))
+
+    one, two, three = (flops("pst_tiny", depths=(d,), num_heads=(2,)) for d in (2, 4, 6))
+    assert three - two == pytest.approx(two - one, rel=1e-3)  # a pair of blocks each time
+    tail = flops("pst_tiny", depths=(5,), num_heads=(2,))
+    assert tail - two == pytest.approx((three - two) / 2, rel=0.05)  # one block, the tail
+    layers = [flops("vtn_vit_b16", temporal_layers=n) for n in (1, 2, 3)]
+    assert layers[2] - layers[1] == pytest.approx(layers[1] - layers[0], rel=1e-3) > 0

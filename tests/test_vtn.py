@@ -21,12 +21,8 @@ from vidmix.checkpoints.canonical_vtn import temporal_mapping
 from vidmix.checkpoints.mapping import assign
 from vidmix.models import model_config
 from vidmix.models.cost import gmacs_per_view, xla_flops
-from vidmix.models.longformer import (
-    LongformerEncoder,
-    attend,
-    banded_attention,
-    dense_attention,
-)
+from vidmix.models.layers import dot_product_attention
+from vidmix.models.longformer import LongformerEncoder, banded_attention, dense_attention
 
 D, HEADS, LAYERS, FFN, MAXPOS, CLASSES = 32, 4, 2, 64, 40, 5
 CLS_ID, PAD_ID = MAXPOS - 2, MAXPOS - 1
@@ -148,7 +144,8 @@ def test_dense_reference_is_the_longformer_pattern(rng):
 def test_attend_with_dropout_path_matches_fused(rng):
     q, k, v = (jnp.asarray(rng.standard_normal((2, 5, 2, 4)), jnp.float32) for _ in range(3))
     mask = jnp.asarray(rng.random((2, 1, 5, 5)) > 0.4)
-    assert rel_err(attend(q, k, v, mask, dropout=lambda p: p), attend(q, k, v, mask)) <= 1e-6
+    assert rel_err(dot_product_attention(q, k, v, mask=mask, dropout=lambda p: p),
+                   dot_product_attention(q, k, v, mask=mask)) <= 1e-6
 
 
 def test_encoder_banded_equals_dense_and_trains(rng):

@@ -85,33 +85,34 @@ def squeeze_leading(x):
 
 # Model parameters ----------------------------------------------------------------------------
 # Layers run as a scanned stack (`vidmix.models.stack.LayerStack`) keep their parameters stacked
-# on a leading layer axis, at `<stack>/stacked/<rest>`; checkpoint code names them per layer,
-# `<stack>/<i>/<rest>` with the layer's own shape, as an unrolled model would.
+# on a leading layer axis, at `<stack>/stacked/<rest>` (or `<stack>/stacked/<k>/<rest>` when the
+# stack scans groups of layers; the layers after the last whole group at `<stack>/tail/<k>/<rest>`,
+# unstacked); checkpoint code names them per layer, `<stack>/<i>/<rest>` with the layer's own
+# shape, as an unrolled model would (`LayerStack.layer_paths`).
 
 
-def _stack_paths(model: nnx.Module) -> dict[tuple, int]:
-    """{path of every LayerStack in the model: its depth}."""
+def _stacks(model: nnx.Module) -> dict[tuple, nnx.Module]:
+    """{path of every LayerStack in the model: the stack}."""
     from vidmix.models.stack import LayerStack
 
-    return {tuple(path): node.depth for path, node in nnx.iter_graph(model)
+    return {tuple(path): node for path, node in nnx.iter_graph(model)
             if isinstance(node, LayerStack)}
 
 
-def _layer_names(path: tuple, stacks: dict[tuple, int]):
-    """[(per-layer name, layer index)] of a parameter path; [(name, None)] if it is not stacked."""
-    from vidmix.models.stack import STACK_AXIS
-
-    for prefix, depth in stacks.items():
+def _layer_names(path: tuple, stacks: dict[tuple, nnx.Module]):
+    """[(per-layer name, index on the layer axis)] of a parameter path, one per layer it holds;
+    [(name, None)] if it has no layer axis."""
+    for prefix, stack in stacks.items():
         n = len(prefix)
-        if path[:n] == prefix and len(path) > n and path[n] == STACK_AXIS:
-            return [(_name((*prefix, i, *path[n + 1:])), i) for i in range(depth)]
+        if path[:n] == prefix and len(path) > n:
+            return [(_name((*prefix, *name)), i) for name, i in stack.layer_paths(path[n:])]
     return [(_name(path), None)]
 
 
 def flat_params(model: nnx.Module) -> dict[str, jax.Array]:
     """{'backbone/blocks/0/attn/qkv/kernel': array, ...}: every parameter under its per-layer
     name (stacked layers split into their layers)."""
-    stacks = _stack_paths(model)
+    stacks = _stacks(model)
     out = {}
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         for name, i in _layer_names(path, stacks):
@@ -122,7 +123,7 @@ def flat_params(model: nnx.Module) -> dict[str, jax.Array]:
 def unstack(model: nnx.Module, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Tensors named by `model`'s own state paths (stacked layers at `.../stacked/...`, e.g. an
     orbax train state) renamed per layer, as `flat_params` names them."""
-    stacks = _stack_paths(model)
+    stacks = _stacks(model)
     out = {}
     for key, value in tensors.items():
         path = tuple(int(p) if p.isdigit() else p for p in key.split("/"))
@@ -197,7 +198,7 @@ def assign(model: nnx.Module, tensors: dict[str, np.ndarray], mapping: Mapping, 
             reasons.setdefault(why, []).append(key)
     for why, keys in reasons.items():
         log.warning("%s: not used (%s): %s", source, why, ", ".join(sorted(keys)))
-    stacks, updated = _stack_paths(model), {}
+    stacks, updated = _stacks(model), {}
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         names = _layer_names(path, stacks)
         if not any(name in new for name, _ in names):

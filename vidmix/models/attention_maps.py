@@ -122,9 +122,9 @@ class AttentionMaps:
 
 # Capture ---------------------------------------------------------------------------------------
 def _layer(stack_tree, i: int):
-    """Layer i's sown values from a scanned `LayerStack`'s (sown once, stacked over layers)."""
+    """Layer i's sown values from a scanned `LayerStack`'s (sown once: a list, one per layer)."""
     (layers,) = stack_tree["layers"]
-    return jax.tree.map(lambda a: a[i], layers)
+    return layers[i]
 
 
 def _weights(tree, *path):
@@ -217,7 +217,7 @@ def _vtn_maps(model: VTN, logits, tree) -> AttentionMaps:
         blocks.append({"space": w.reshape(b, -1, *w.shape[2:])})
     frames = blocks[0]["space"].shape[1]
     length = frames + 1
-    temporal = [{"longformer": _weights(tree["temporal"]["layers"][i], "attention")[
+    temporal = [{"longformer": _weights(_layer(tree["temporal"]["layers"], i), "attention")[
         :, :, :length, :length]} for i in range(cfg.temporal_layers)]
     grid = model.backbone.cfg.grid
     heads = cfg.num_heads
@@ -231,7 +231,7 @@ def _pst_maps(model: PST, logits, tree) -> AttentionMaps:
     resolutions = stage_resolutions(cfg.grid, len(cfg.depths))
     for i, stage in enumerate(model.backbone.layers):
         for j, block in enumerate(stage.blocks):
-            blocks.append({"window": _weights(tree["backbone"]["layers"][i]["blocks"][j],
+            blocks.append({"window": _weights(_layer(tree["backbone"]["layers"][i]["blocks"], j),
                                               "attn")})
             h, w = resolutions[i]
             info.append(dict(stage=i, block=j, resolution=(h, w), window=block.window,

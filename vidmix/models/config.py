@@ -79,21 +79,38 @@ class ModelConfig:
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype}")
 
 
-@dataclasses.dataclass(frozen=True)
-class VideoViTConfig(ModelConfig):
-    """All options of a video ViT backbone and its head."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ViTFields(ModelConfig):
+    """The fields of a ViT backbone, declared once for the video ViT (`VideoViTConfig`) and VTN's
+    per-frame ViT (`VTNConfig`); each family's config has them as flat fields of its own."""
 
-    num_classes: int = 400
-    num_frames: int = 8
     image_size: int | tuple[int, int] = 224
     patch_size: int = 16
-    tubelet_size: int = 1  # frames per token; 1 = per-frame patch embedding
     width: int = 768
     depth: int = 12
     num_heads: int = 12
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-6
+    dtype: str = "float32"  # compute dtype; parameters are always float32
+    # what the backward pass recomputes in every block: "none", "full" (keep only each block's
+    # input), "dots", "dots_all" (stack.REMAT_POLICIES); True/False mean "full"/"none"
+    remat: str = "none"
+    drop_path_rate: float = 0.0  # stochastic depth, rising linearly from 0 to this over the blocks
+    dropout_rate: float = 0.0  # dropout on the attention and MLP outputs of the backbone
+
+    def vit_fields(self) -> dict:
+        """{name: value} of the ViT backbone fields (and `attention_impl`)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ViTFields)}
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoViTConfig(ViTFields):
+    """All options of a video ViT backbone and its head (the backbone's own: `ViTFields`)."""
+
+    num_classes: int = 400
+    num_frames: int = 8
+    tubelet_size: int = 1  # frames per token; 1 = per-frame patch embedding
     attention: str = "mixing"
     head: str = "temporal_attention"
     # Space-time mixing (attention="mixing"): `width // shift_div` channels come from frame t+1 and
@@ -105,12 +122,6 @@ class VideoViTConfig(ModelConfig):
     # Temporal embedding slots: None = one per token frame, 0 = no temporal embedding. Frame t uses
     # slot t mod slots (the official XViT release uses 8 slots for 16 frames).
     temporal_embed_slots: int | None = None
-    dtype: str = "float32"  # compute dtype; parameters are always float32
-    # what the backward pass recomputes in every block: "none", "full" (keep only each block's
-    # input), "dots", "dots_all" (stack.REMAT_POLICIES); True/False mean "full"/"none"
-    remat: str = "none"
-    drop_path_rate: float = 0.0  # stochastic depth, rising linearly from 0 to this over the blocks
-    dropout_rate: float = 0.0  # dropout on the attention and MLP outputs of the backbone
     head_dropout_rate: float = 0.0  # dropout in the head (XViT's TA head: 0.5)
 
     # Derived sizes -------------------------------------------------------------------------------

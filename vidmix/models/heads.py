@@ -1,4 +1,5 @@
-"""Classifier heads. Each takes the backbone's normalised CLS features (B, F, D)."""
+"""Classifier heads. The video ViT's heads take the backbone's normalised CLS features (B, F, D);
+their tails (`ClassifierHead`, `MlpHead`) are also VTN's and PST's heads."""
 
 from __future__ import annotations
 
@@ -14,25 +15,64 @@ from vidmix.models.layers import dense_init
 zeros = nnx.initializers.zeros
 
 
-def _classifier(cfg: VideoViTConfig, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(cfg.width, cfg.num_classes, kernel_init=zeros, dtype=jnp.dtype(cfg.dtype),
+class ClassifierHead(nnx.Module):
+    """Dropout, then a zero-initialised Linear classifier: (..., D) -> (..., classes).
+
+    The tail of the linear and average heads here and of PST's pooled head."""
+
+    def __init__(self, dim: int, num_classes: int, *, dropout_rate: float, dtype,
+                 rngs: nnx.Rngs):
+        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+        self.classifier = nnx.Linear(dim, num_classes, kernel_init=zeros, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        return self.classifier(self.dropout(x, deterministic=not train))
+
+
+class MlpHead(nnx.Module):
+    """LayerNorm -> Dense(hidden) -> GELU -> Dropout -> zero-initialised Dense(classes).
+
+    The tail of XViT's temporal-attention head and VTN's head (parameters `norm`, `pre_logits`,
+    `classifier`). Subclasses that create parameters of their own before these call
+    `init_mlp` after them, so the random draws keep their order.
+    """
+
+    def __init__(self, dim: int, hidden: int, num_classes: int, *, eps: float,
+                 dropout_rate: float, dtype, rngs: nnx.Rngs):
+        self.init_mlp(dim, hidden, num_classes, eps=eps, dropout_rate=dropout_rate, dtype=dtype,
                       rngs=rngs)
 
+    def init_mlp(self, dim: int, hidden: int, num_classes: int, *, eps: float,
+                 dropout_rate: float, dtype, rngs: nnx.Rngs) -> None:
+        self.norm = nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, rngs=rngs)
+        self.pre_logits = nnx.Linear(dim, hidden, kernel_init=dense_init, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+        self.classifier = nnx.Linear(hidden, num_classes, kernel_init=zeros, dtype=dtype,
+                                     rngs=rngs)
 
-class LinearHead(nnx.Module):
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        x = jax.nn.gelu(self.pre_logits(self.norm(x)), approximate=False)
+        return self.classifier(self.dropout(x, deterministic=not train))
+
+
+class _ViTClassifierHead(ClassifierHead):
+    """A `ClassifierHead` of a video ViT config: width in, num_classes out, head dropout."""
+
+    def __init__(self, cfg: VideoViTConfig, *, rngs: nnx.Rngs):
+        super().__init__(cfg.width, cfg.num_classes, dropout_rate=cfg.head_dropout_rate,
+                         dtype=jnp.dtype(cfg.dtype), rngs=rngs)
+
+
+class LinearHead(_ViTClassifierHead):
     """TimeSformer: one Linear on the clip's CLS (frames' CLS averaged before the final norm)."""
 
     pool_frames = True
 
-    def __init__(self, cfg: VideoViTConfig, *, rngs: nnx.Rngs):
-        self.dropout = nnx.Dropout(cfg.head_dropout_rate, rngs=rngs)
-        self.classifier = _classifier(cfg, rngs)
-
     def __call__(self, feats: jax.Array, *, train: bool = False) -> jax.Array:
-        return self.classifier(self.dropout(feats[:, 0], deterministic=not train))
+        return super().__call__(feats[:, 0], train=train)
 
 
-class AvgHead(nnx.Module):
+class AvgHead(_ViTClassifierHead):
     """Average consensus (TSN): a Linear classifier on every frame, logits averaged over frames.
 
     Also the classifier of the paper's summary-token XViT (head='summary'), whose cross-frame
@@ -41,19 +81,15 @@ class AvgHead(nnx.Module):
 
     pool_frames = False
 
-    def __init__(self, cfg: VideoViTConfig, *, rngs: nnx.Rngs):
-        self.dropout = nnx.Dropout(cfg.head_dropout_rate, rngs=rngs)
-        self.classifier = _classifier(cfg, rngs)
-
     def __call__(self, feats: jax.Array, *, train: bool = False) -> jax.Array:
-        return self.classifier(self.dropout(feats, deterministic=not train)).mean(axis=1)
+        return super().__call__(feats, train=train).mean(axis=1)
 
 
-class TemporalAttentionHead(nnx.Module):
+class TemporalAttentionHead(MlpHead):
     """XViT's clip head: one transformer block over [token; frame features], no positions.
 
     qkv without bias and LayerNorm eps 1e-5 as in the release; then token 0 -> LayerNorm ->
-    Dense(D) -> GELU -> Dropout -> Dense(classes). Dropout also on the input features.
+    Dense(D) -> GELU -> Dropout -> Dense(classes) (`MlpHead`). Dropout also on the input features.
     """
 
     pool_frames = False
@@ -64,18 +100,15 @@ class TemporalAttentionHead(nnx.Module):
         self.block = plain_block(d, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=False,
                                  attention_impl=cfg.attention_impl,
                                  eps=1e-5, dtype=dtype, rngs=rngs)
-        self.norm = nnx.LayerNorm(d, epsilon=1e-5, dtype=dtype, rngs=rngs)
-        self.pre_logits = nnx.Linear(d, d, kernel_init=dense_init, dtype=dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(cfg.head_dropout_rate, rngs=rngs)
-        self.classifier = _classifier(cfg, rngs)
+        self.init_mlp(d, d, cfg.num_classes, eps=1e-5, dropout_rate=cfg.head_dropout_rate,
+                      dtype=dtype, rngs=rngs)
 
     def __call__(self, feats: jax.Array, *, train: bool = False) -> jax.Array:
         b, _, d = feats.shape
         feats = self.dropout(feats, deterministic=not train)
         token = jnp.broadcast_to(self.token[...].astype(feats.dtype), (b, 1, d))
         x = self.block(jnp.concatenate([token, feats], axis=1), train=train)[:, 0]
-        x = jax.nn.gelu(self.pre_logits(self.norm(x)), approximate=False)
-        return self.classifier(self.dropout(x, deterministic=not train))
+        return super().__call__(x, train=train)
 
 
 HEADS = {

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from vidmix.models.chunked_attention import KEY_CHUNK, chunked_attention
@@ -23,6 +24,9 @@ KVHook = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 # from the same queries and keys, on the side, and `sow` them as `nnx.Intermediate` values named
 # `ATTENTION_WEIGHTS`; the outputs are still computed by the normal path, so they do not change.
 ATTENTION_WEIGHTS = "attention_weights"
+# The logit of a masked pair: very negative but finite (as `jax.nn.dot_product_attention` uses), so
+# a row whose keys are all masked gives a uniform average, never NaN.
+MASKED_LOGIT = -0.7 * float(np.finfo(np.float32).max)
 _CAPTURING = contextvars.ContextVar("vidmix_capture_attention", default=False)
 
 
@@ -51,18 +55,20 @@ def capturing() -> bool:
     return _CAPTURING.get()
 
 
-def attention_weights(q: jax.Array, k: jax.Array, num_heads: int) -> jax.Array:
-    """The softmax weights of `multihead_attention(q, k, v, num_heads)`, in float32.
+def softmax_weights(q: jax.Array, k: jax.Array, *, bias=None, mask=None) -> jax.Array:
+    """softmax(q k^T / sqrt(d) + bias) over the keys, masked pairs excluded, in float32.
 
-    q: (..., Lq, D), k: (..., Lk, D), head-major channels -> (..., heads, Lq, Lk); every row is
-    non-negative and sums to 1 over the keys.
+    q: (..., Lq, H, d), k: (..., Lk, H, d) -> (..., H, Lq, Lk); bias (additive) and mask (bool,
+    True where a key may be seen) broadcastable to that. A row whose keys are all masked is
+    uniform (masked logits are `MASKED_LOGIT`, finite). Every row sums to 1 over the keys.
     """
-    *batch, lq, d = q.shape
-    hd = d // num_heads
-    qh = q.reshape(*batch, lq, num_heads, hd)
-    kh = k.reshape(*batch, k.shape[-2], num_heads, hd)
-    logits = jnp.einsum("...qhc,...khc->...hqk", qh, kh, preferred_element_type=jnp.float32)
-    return jax.nn.softmax(logits / jnp.sqrt(jnp.float32(hd)), axis=-1)
+    logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
+    logits = logits / np.sqrt(q.shape[-1])
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, MASKED_LOGIT)
+    return jax.nn.softmax(logits, axis=-1)
 
 
 # Attention implementations (`attention_impl` of every model config, `Attention(implementation=)`):
@@ -152,15 +158,21 @@ def use_chunked(q: jax.Array, k: jax.Array) -> bool:
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, bias=None, mask=None,
+                          dropout: Callable[[jax.Array], jax.Array] | None = None,
                           implementation: str = "auto") -> jax.Array:
     """softmax(q k^T / sqrt(d) + bias, masked) v for q (N, Lq, H, d), k and v (N, Lk, H, d).
 
     `implementation`: "auto", "xla" or "cudnn" (see the comment above CHUNKED_MIN_KEYS); chosen
     per call, at trace time. bias, mask: as `jax.nn.dot_product_attention` takes them (4-D,
     broadcastable to (N, H, Lq, Lk)); with either, the XLA path is always the dense one (the
-    bias or mask is itself an Lq x Lk array).
+    bias or mask is itself an Lq x Lk array). `dropout`: applied to the softmax weights (in
+    training); the weights are then computed in the open (`softmax_weights`), whatever
+    `implementation` says, as no fused kernel takes a dropout function.
     """
     check_implementation(implementation)
+    if dropout is not None:
+        weights = dropout(softmax_weights(q, k, bias=bias, mask=mask).astype(v.dtype))
+        return jnp.einsum("nhqk,nkhd->nqhd", weights, v)
     if implementation != "xla":
         problem = cudnn_problem(q, k, bias=bias, mask=mask)
         if problem is None:
@@ -174,24 +186,38 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, bias=None
     return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation="xla")
 
 
+def split_heads(x: jax.Array, num_heads: int) -> jax.Array:
+    """(..., L, D) with head-major channels (c = head * head_dim + j) -> (..., L, heads,
+    head_dim)."""
+    return x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
+
+
 def multihead_attention(q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int, *,
-                        implementation: str = "auto", bias=None) -> jax.Array:
+                        implementation: str = "auto", bias=None, mask=None) -> jax.Array:
     """Scaled dot-product attention over the second-to-last axis, any number of batch axes.
 
     q: (..., Lq, D); k, v: (..., Lk, D) with channels ordered head-major (c = head * head_dim + j),
     the order of a fused qkv projection. `implementation` ("auto", "xla", "cudnn") picks the
     kernel (`dot_product_attention`): cuDNN's fused attention where it can run, else XLA, dense
-    for short key sequences and chunked (never the whole score matrix) for long ones. bias:
-    optional, broadcastable to (prod(...), heads, Lq, Lk).
+    for short key sequences and chunked (never the whole score matrix) for long ones. bias
+    (additive, cast to q's dtype) and mask (bool, True where a key may be seen): optional,
+    broadcastable to (..., heads, Lq, Lk).
     """
     *batch, lq, d = q.shape
     lk = k.shape[-2]
+
+    def flat(a):  # (..., heads, Lq, Lk) -> (prod(...), heads, Lq, Lk)
+        if a is None:
+            return None
+        return jnp.broadcast_to(a, (*batch, num_heads, lq, lk)).reshape(-1, num_heads, lq, lk)
+
     hd = d // num_heads
     out = dot_product_attention(
         q.reshape(-1, lq, num_heads, hd),
         k.reshape(-1, lk, num_heads, hd),
         v.reshape(-1, lk, num_heads, hd),
-        bias=bias, implementation=implementation,
+        bias=flat(None if bias is None else bias.astype(q.dtype)), mask=flat(mask),
+        implementation=implementation,
     )
     return out.reshape(*batch, lq, d)
 
@@ -200,29 +226,47 @@ class Attention(nnx.Module):
     """Multi-head self-attention with a fused qkv projection (rows q, k, v as in timm).
 
     `kv_hook` lets an attention scheme rewrite the keys and values before attention (XViT's
-    temporal shift, summary tokens); the queries are never touched. Inside `capture_attention()`
-    the weights over those (rewritten) keys are sown too, (..., heads, Lq, Lk), output unchanged.
-    `implementation` ("auto", "xla", "cudnn"): the attention kernel (`dot_product_attention`).
+    temporal shift, summary tokens); the queries are never touched. `bias` (additive) and `mask`
+    (bool) are broadcastable to (..., heads, Lq, Lk) (Swin's relative positions and shifted
+    windows); `out_hook` rewrites the attention output before `proj` (PST's patch shift moves
+    it back). Inside `capture_attention()` the weights over the (rewritten) keys are sown too,
+    (..., heads, Lq, Lk), output unchanged. `implementation` ("auto", "xla", "cudnn"): the
+    attention kernel (`dot_product_attention`).
     """
 
     def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True,
                  dropout_rate: float = 0.0, dtype=jnp.float32, implementation: str = "auto",
                  rngs: nnx.Rngs):
+        self.init_projections(dim, num_heads, qkv_bias=qkv_bias, dtype=dtype,
+                              implementation=implementation, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+
+    def init_projections(self, dim: int, num_heads: int, *, qkv_bias: bool, dtype,
+                         implementation: str, rngs: nnx.Rngs) -> None:
+        """`qkv` and `proj` (and the options). Subclasses with parameters of their own create
+        them between this and `dropout`, where their random draws have always been (the dropout
+        stream is forked from the same default stream when `rngs` has only one)."""
         self.num_heads = num_heads
         self.implementation = check_implementation(implementation)
         self.qkv = nnx.Linear(dim, 3 * dim, use_bias=qkv_bias, dtype=dtype, kernel_init=dense_init,
                               rngs=rngs)
         self.proj = nnx.Linear(dim, dim, dtype=dtype, kernel_init=dense_init, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
-    def __call__(self, x: jax.Array, *, train: bool = False, kv_hook: KVHook | None = None):
+    def __call__(self, x: jax.Array, *, train: bool = False, kv_hook: KVHook | None = None,
+                 bias=None, mask=None, out_hook: Callable[[jax.Array], jax.Array] | None = None):
         q, k, v = jnp.split(self.qkv(x), 3, axis=-1)
         if kv_hook is not None:
             k, v = kv_hook(k, v)
-        out = multihead_attention(q, k, v, self.num_heads, implementation=self.implementation)
+        if bias is not None:
+            bias = bias.astype(q.dtype)
+        out = multihead_attention(q, k, v, self.num_heads, bias=bias, mask=mask,
+                                  implementation=self.implementation)
         if capturing():
+            heads = lambda t: split_heads(t, self.num_heads)
             self.sow(nnx.Intermediate, ATTENTION_WEIGHTS,
-                     attention_weights(q, k, self.num_heads))
+                     softmax_weights(heads(q), heads(k), bias=bias, mask=mask))
+        if out_hook is not None:
+            out = out_hook(out)
         return self.dropout(self.proj(out), deterministic=not train)
 
 
@@ -251,13 +295,20 @@ class DropPath(nnx.Module):
 
     One draw per example (axis 0), whatever the token layout, so a clip's frames and patches are
     kept or dropped together. `enabled` (default: rate > 0) decides whether the module can drop
-    at all; the rate itself is state, so the layers of a stack may each have their own.
+    at all; the rate itself is state, so the layers of a stack may each have their own. `key`:
+    its random stream's key (default: forked from `rngs`' dropout stream, one draw).
     """
 
-    def __init__(self, rate: float, *, rngs: nnx.Rngs, enabled: bool | None = None):
+    def __init__(self, rate: float, *, rngs: nnx.Rngs, enabled: bool | None = None,
+                 key: jax.Array | None = None):
         self.enabled = rate > 0 if enabled is None else enabled
         self.rate = Constant(jnp.asarray(rate, jnp.float32))
-        self.rngs = rngs["dropout"].fork() if self.enabled else nnx.data(None)
+        if not self.enabled:
+            self.rngs = nnx.data(None)
+        elif key is None:
+            self.rngs = rngs["dropout"].fork()
+        else:  # a given key: nothing is drawn from rngs (the tag keeps the layers' structure)
+            self.rngs = nnx.RngStream(key, tag=rngs["dropout"].tag)
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         if not train or not self.enabled:

@@ -31,40 +31,24 @@ from vidmix.models.layers import (
     capturing,
     check_implementation,
     dot_product_attention,
+    softmax_weights,
 )
-from vidmix.models.stack import REMAT_POLICIES, remat_policy
+from vidmix.models.stack import LayerStack
 
 # BERT's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm scales.
 bert_init = nnx.initializers.normal(0.02)
 
-# Logit of a masked pair: very negative but finite (as `jax.nn.dot_product_attention` uses), so a
-# row with every key masked gives a uniform average, never NaN.
-NEG = -0.7 * float(np.finfo(np.float32).max)
-
 Dropout = Callable[[jax.Array], jax.Array] | None
 
 
-# Attention kernels: q, k, v are (B, L, heads, head_dim), `valid` (B, L) bool ---------------------
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
-           dropout: Dropout = None, implementation: str = "auto") -> jax.Array:
-    """Softmax attention of q (N, Lq, H, d) over k, v (N, Lk, H, d) where `mask` (N, 1, Lq, Lk).
-
-    Without dropout this is `layers.dot_product_attention` with `implementation` ("auto", "xla"
-    or "cudnn"), so fused kernels can serve; with dropout on the probabilities (training) the
-    same computation is spelled out.
-    """
-    if dropout is None:
-        return dot_product_attention(q, k, v, mask=mask, implementation=implementation)
-    logits = jnp.einsum("nqhd,nkhd->nhqk", q, k, preferred_element_type=jnp.float32)
-    logits = jnp.where(mask, logits / np.sqrt(q.shape[-1]), NEG)
-    probs = dropout(jax.nn.softmax(logits, axis=-1).astype(v.dtype))
-    return jnp.einsum("nhqk,nkhd->nqhd", probs, v)
-
-
+# Attention kernels: q, k, v are (B, L, heads, head_dim), `valid` (B, L) bool; the softmax is
+# `layers.dot_product_attention` (fused kernels where they serve; with dropout on the weights, in
+# training, the weights in the open) -------------------------------------------------------------
 def global_attention(qg: jax.Array, kg: jax.Array, vg: jax.Array, valid: jax.Array,
                      dropout: Dropout = None, implementation: str = "auto") -> jax.Array:
     """The global tokens' rows: queries qg (B, G, H, d) over every valid key of kg, vg."""
-    return attend(qg, kg, vg, valid[:, None, None, :], dropout, implementation)
+    return dot_product_attention(qg, kg, vg, mask=valid[:, None, None, :], dropout=dropout,
+                                 implementation=implementation)
 
 
 def dense_attention(q, k, v, qg, kg, vg, valid, *, one_sided: int, num_global: int = 1,
@@ -79,7 +63,7 @@ def dense_attention(q, k, v, qg, kg, vg, valid, *, one_sided: int, num_global: i
     i, j = np.arange(length)[:, None], np.arange(length)[None, :]
     allowed = (np.abs(i - j) <= one_sided) | (j < num_global)
     mask = jnp.asarray(allowed)[None, None] & valid[:, None, None, :]
-    out = attend(q, k, v, mask, dropout, implementation)
+    out = dot_product_attention(q, k, v, mask=mask, dropout=dropout, implementation=implementation)
     glob = global_attention(qg[:, :num_global], kg, vg, valid, dropout, implementation)
     return out.at[:, :num_global].set(glob)
 
@@ -91,17 +75,12 @@ def attention_weights(q, k, qg, kg, valid, *, one_sided: int, num_global: int = 
     every other row is a local token's attention over the band |i - j| <= one_sided and the global
     keys, zero elsewhere and on invalid keys. O(L²): for inspection (`capture_attention()`) only.
     """
-    length, scale = q.shape[1], 1.0 / np.sqrt(q.shape[-1])
+    length = q.shape[1]
     i, j = np.arange(length)[:, None], np.arange(length)[None, :]
     allowed = jnp.asarray((np.abs(i - j) <= one_sided) | (j < num_global))[None, None]
     keys = valid[:, None, None, :]
-
-    def softmax(qq, kk, mask):
-        logits = jnp.einsum("bqhd,bkhd->bhqk", qq, kk, preferred_element_type=jnp.float32)
-        return jax.nn.softmax(jnp.where(mask, logits * scale, NEG), axis=-1)
-
-    local = softmax(q, k, allowed & keys)
-    glob = softmax(qg[:, :num_global], kg, keys)
+    local = softmax_weights(q, k, mask=allowed & keys)
+    glob = softmax_weights(qg[:, :num_global], kg, mask=keys)
     return local.at[:, :, :num_global].set(glob)
 
 
@@ -154,8 +133,10 @@ def banded_attention(q, k, v, qg, kg, vg, valid, *, one_sided: int, num_global: 
         both = jnp.concatenate([glob, neighbour_blocks(t, block)], axis=2)
         return both.reshape(b * nb, num_global + 3 * block, heads, hd)
 
-    out = attend(q.reshape(b * nb, block, heads, hd), with_globals(k), with_globals(v),
-                 mask.reshape(b * nb, 1, block, num_global + 3 * block), dropout, implementation)
+    out = dot_product_attention(q.reshape(b * nb, block, heads, hd), with_globals(k),
+                                with_globals(v),
+                                mask=mask.reshape(b * nb, 1, block, num_global + 3 * block),
+                                dropout=dropout, implementation=implementation)
     out = out.reshape(b, padded, heads, hd)[:, :length]
     glob = global_attention(qg[:, :num_global], kg, vg, valid, dropout, implementation)
     return out.at[:, :num_global].set(glob)
@@ -270,17 +251,18 @@ class LongformerEncoder(nnx.Module):
                              f"{attention_window}")
         if num_global < 1:
             raise ValueError(f"num_global must be >= 1, got {num_global}")
-        self.dim, self.num_global, self.remat = dim, num_global, remat_policy(remat)
+        self.dim, self.num_global = dim, num_global
         self.one_sided = attention_window // 2
         self.embeddings = LongformerEmbeddings(
             dim, max_positions=max_positions, type_vocab_size=type_vocab_size,
             pad_position=pad_position, eps=eps, dropout_rate=dropout_rate, dtype=dtype, rngs=rngs)
-        self.layers = nnx.List([
+        # one scanned stack (`stack.LayerStack`); every layer also takes the `valid` mask
+        self.layers = LayerStack([
             LongformerLayer(dim, num_heads, mlp_dim, one_sided=self.one_sided,
                             num_global=num_global, dropout_rate=dropout_rate,
                             attention_dropout_rate=attention_dropout_rate, eps=eps, dtype=dtype,
                             implementation=implementation, rngs=rngs)
-            for _ in range(num_layers)])
+            for _ in range(num_layers)], remat=remat)
 
     def check_inputs(self, x, position_ids, token_type_ids, valid) -> None:
         if x.ndim != 3 or x.shape[-1] != self.dim:
@@ -311,14 +293,10 @@ class LongformerEncoder(nnx.Module):
         padded = -(-length // self.one_sided) * self.one_sided
         x = jnp.pad(x, [(0, 0), (0, padded - length), (0, 0)])
         valid = jnp.pad(valid.astype(bool), [(0, 0), (0, padded - length)])
-        for layer in self.layers:
-            step = lambda lyr, y, ok: lyr(y, ok, train=train, dense=dense)
-            if self.remat != "none":  # (the Longformer layers are not scanned yet)
-                step = nnx.remat(step, policy=REMAT_POLICIES[self.remat])
-            x = step(layer, x, valid)
+        x = self.layers(x, valid, train=train, dense=dense)
         return x[:, :length]
 
 
 __all__ = ["LongformerEncoder", "LongformerEmbeddings", "LongformerLayer",
-           "LongformerSelfAttention", "attend", "attention_weights", "band_mask",
+           "LongformerSelfAttention", "attention_weights", "band_mask",
            "banded_attention", "dense_attention", "global_attention", "neighbour_blocks"]

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vidmix.models.config import ModelConfig, choice
+from vidmix.models.heads import ClassifierHead
 from vidmix.models.patch_shift import PATTERNS, get_pattern
 from vidmix.models.swin import SwinBackbone
 
@@ -137,17 +138,13 @@ class PSTConfig(ModelConfig):
                     size=f"{self.embed_dim} x {'-'.join(map(str, self.depths))}")
 
 
-class PoolHead(nnx.Module):
-    """Global average pool over time and space, dropout, linear (zero-initialised)."""
+class PoolHead(ClassifierHead):
+    """Dropout and a zero-initialised linear classifier on the features averaged over time and
+    space (`PST.features`)."""
 
     def __init__(self, cfg: PSTConfig, *, rngs: nnx.Rngs):
-        self.dropout = nnx.Dropout(cfg.head_dropout_rate, rngs=rngs)
-        self.classifier = nnx.Linear(cfg.num_features, cfg.num_classes,
-                                     kernel_init=nnx.initializers.zeros,
-                                     dtype=jnp.dtype(cfg.dtype), rngs=rngs)
-
-    def __call__(self, pooled: jax.Array, *, train: bool = False) -> jax.Array:
-        return self.classifier(self.dropout(pooled, deterministic=not train))
+        super().__init__(cfg.num_features, cfg.num_classes, dropout_rate=cfg.head_dropout_rate,
+                         dtype=jnp.dtype(cfg.dtype), rngs=rngs)
 
 
 class PST(nnx.Module):

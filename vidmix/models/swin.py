@@ -32,17 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vidmix.models.layers import (
-    ATTENTION_WEIGHTS,
-    DropPath,
-    Mlp,
-    capturing,
-    check_implementation,
-    dense_init,
-    dot_product_attention,
-)
+from vidmix.models.layers import Attention, DropPath, Mlp, dense_init
 from vidmix.models.patch_shift import channel_shift, patch_shift, window_offsets
-from vidmix.models.stack import REMAT_POLICIES
+from vidmix.models.stack import LayerStack
 
 MASKED = -100.0  # the official Swin's additive mask value for token pairs from different regions
 trunc_normal = nnx.initializers.truncated_normal(stddev=0.02)
@@ -140,8 +132,9 @@ def window_merge(x: jax.Array, window: int, hp: int, wp: int) -> jax.Array:
     return x.transpose(0, 1, 2, 4, 3, 5, 6).reshape(b, t, hp, wp, c)
 
 
-class WindowAttention(nnx.Module):
-    """Multi-head attention inside each (1, w, w) window, relative position bias, optional mask.
+class WindowAttention(Attention):
+    """`layers.Attention` inside each (1, w, w) window, with a relative position bias and, in
+    shifted windows, a mask; parameters `qkv`, `proj` and `relative_position_bias_table`.
 
     `temporal` is the block's time mixing: None, "channel" (channel shift of the normed tokens)
     or "patch" (patch shift of the normed tokens, attention output shifted back before `proj`).
@@ -152,13 +145,11 @@ class WindowAttention(nnx.Module):
     def __init__(self, dim: int, num_heads: int, *, window: int, temporal: str | None,
                  pattern: str, slots: int, lookup: str, channel_div: int, qkv_bias: bool,
                  dropout_rate: float, dtype, implementation: str = "auto", rngs: nnx.Rngs):
-        self.num_heads, self.window, self.temporal = num_heads, window, temporal
-        self.implementation = check_implementation(implementation)
+        self.init_projections(dim, num_heads, qkv_bias=qkv_bias, dtype=dtype,
+                              implementation=implementation, rngs=rngs)
+        self.window, self.temporal = window, temporal
         self.pattern, self.slots, self.lookup = pattern, slots, lookup
         self.channel_div = channel_div
-        self.qkv = nnx.Linear(dim, 3 * dim, use_bias=qkv_bias, dtype=dtype, kernel_init=dense_init,
-                              rngs=rngs)
-        self.proj = nnx.Linear(dim, dim, dtype=dtype, kernel_init=dense_init, rngs=rngs)
         rows = table_rows(window, slots)
         self.relative_position_bias_table = nnx.Param(
             trunc_normal(rngs.params(), (rows, num_heads), jnp.float32))
@@ -173,31 +164,19 @@ class WindowAttention(nnx.Module):
         return bias.transpose(0, 3, 1, 2)
 
     def __call__(self, x: jax.Array, mask: np.ndarray | None, *, train: bool = False):
-        """x: (B, T, num_windows, N, C) normed window tokens -> attention output, same shape."""
-        b, t, nw, n, c = x.shape
-        heads, offsets = self.num_heads, None
+        """x: (B, T, num_windows, N, C) normed window tokens -> attention output, same shape;
+        mask: (num_windows, N, N) additive, or None."""
+        out_hook = None
         if self.temporal == "channel":
-            x = channel_shift(x, heads, fold_div=self.channel_div)
+            x = channel_shift(x, self.num_heads, fold_div=self.channel_div)
         elif self.temporal == "patch":
             offsets = window_offsets(self.pattern, (self.window, self.window))
             x = patch_shift(x, offsets)
-        q, k, v = jnp.split(self.qkv(x).reshape(-1, n, 3 * c), 3, axis=-1)
-        bias = self.position_bias(t)[:, None]  # (F, 1, heads, N, N)
+            out_hook = functools.partial(patch_shift, offsets=offsets, inverse=True)
+        bias = self.position_bias(x.shape[1])[:, None]  # (F, 1, heads, N, N)
         if mask is not None:
             bias = bias + jnp.asarray(mask)[None, :, None]  # (F, nW, heads, N, N)
-        bias = jnp.broadcast_to(bias[None], (b, t, nw, heads, n, n)).reshape(-1, heads, n, n)
-        split = lambda y: y.reshape(-1, n, heads, c // heads)
-        out = dot_product_attention(split(q), split(k), split(v), bias=bias.astype(q.dtype),
-                                    implementation=self.implementation)
-        if capturing():  # inspection only (`layers.capture_attention`): the output is unchanged
-            logits = jnp.einsum("xqhd,xkhd->xhqk", split(q), split(k),
-                                preferred_element_type=jnp.float32) / np.sqrt(c // heads)
-            weights = jax.nn.softmax(logits + bias.astype(q.dtype).astype(jnp.float32), axis=-1)
-            self.sow(nnx.Intermediate, ATTENTION_WEIGHTS, weights.reshape(b, t, nw, heads, n, n))
-        out = out.reshape(b, t, nw, n, c)
-        if offsets is not None:
-            out = patch_shift(out, offsets, inverse=True)
-        return self.dropout(self.proj(out), deterministic=not train)
+        return super().__call__(x, train=train, bias=bias, out_hook=out_hook)
 
 
 class SwinBlock(nnx.Module):
@@ -206,7 +185,8 @@ class SwinBlock(nnx.Module):
     def __init__(self, dim: int, num_heads: int, *, resolution: tuple[int, int], window: int,
                  shift: int, temporal: str | None, pattern: str, slots: int, lookup: str,
                  channel_div: int, mlp_ratio: float, qkv_bias: bool, eps: float, drop_path: float,
-                 dropout_rate: float, dtype, implementation: str = "auto", rngs: nnx.Rngs):
+                 dropout_rate: float, dtype, stochastic_depth: bool | None = None,
+                 implementation: str = "auto", rngs: nnx.Rngs):
         self.resolution, self.window, self.shift = tuple(resolution), window, shift
         norm = dict(epsilon=eps, dtype=dtype, rngs=rngs)
         self.norm1 = nnx.LayerNorm(dim, **norm)
@@ -217,7 +197,11 @@ class SwinBlock(nnx.Module):
                                     implementation=implementation, rngs=rngs)
         self.norm2 = nnx.LayerNorm(dim, **norm)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout_rate=dropout_rate, dtype=dtype, rngs=rngs)
-        self.drop_path = DropPath(drop_path, rngs=rngs)
+        # A block that never drops (rate 0: the first) takes a fixed key instead of a draw, so
+        # that stochastic depth can be on in every block of a stage (one structure to scan) and
+        # the random draws of every other parameter stay those of separate blocks.
+        key = jax.random.key(0) if drop_path == 0 else None
+        self.drop_path = DropPath(drop_path, rngs=rngs, enabled=stochastic_depth, key=key)
 
     def attention(self, x: jax.Array, train: bool) -> jax.Array:
         h, w = self.resolution
@@ -255,11 +239,21 @@ class PatchMerging(nnx.Module):
 
 
 class SwinStage(nnx.Module):
-    """`depth` blocks (even: W-MSA, odd: SW-MSA), then patch merging unless it is the last."""
+    """`depth` blocks (even: W-MSA, odd: SW-MSA), then patch merging unless it is the last.
 
-    def __init__(self, blocks: list[SwinBlock], downsample: PatchMerging | None):
-        self.blocks = nnx.List(blocks)
+    The blocks run as a `LayerStack` scanned over pairs (an even and an odd block: one step of
+    one structure); with an odd depth, the last block runs after the scan. Checkpoint names stay
+    per block, `blocks/{j}/...`.
+    """
+
+    def __init__(self, blocks: list[SwinBlock], downsample: PatchMerging | None, *,
+                 remat: str = "none"):
+        self.blocks = LayerStack(blocks, group=2, remat=remat)
         self.downsample = downsample if downsample is not None else nnx.data(None)
+
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        x = self.blocks(x, train=train)
+        return self.downsample(x) if self.downsample is not None else x
 
 
 class PatchEmbed(nnx.Module):
@@ -309,12 +303,13 @@ class SwinBackbone(nnx.Module):
                     channel_div=cfg.channel_shift_div, mlp_ratio=cfg.mlp_ratio,
                     qkv_bias=cfg.qkv_bias, eps=cfg.layer_norm_eps, drop_path=float(rates[k]),
                     dropout_rate=cfg.dropout_rate, dtype=dtype,
+                    stochastic_depth=cfg.drop_path_rate > 0,
                     implementation=cfg.attention_impl, rngs=rngs))
                 k += 1
             last = i == len(cfg.depths) - 1
             merge = None if last else PatchMerging(dim, eps=cfg.layer_norm_eps, dtype=dtype,
                                                    rngs=rngs)
-            stages.append(SwinStage(blocks, merge))
+            stages.append(SwinStage(blocks, merge, remat=cfg.remat))
         self.layers = nnx.List(stages)
         self.norm = nnx.LayerNorm(cfg.num_features, epsilon=cfg.layer_norm_eps, dtype=dtype,
                                   rngs=rngs)
@@ -323,12 +318,5 @@ class SwinBackbone(nnx.Module):
         self.cfg.check_clip(video)
         x = self.patch_embed(video.astype(jnp.dtype(self.cfg.dtype)))
         for stage in self.layers:
-            for block in stage.blocks:
-                if self.cfg.remat != "none":  # (Swin stages are not scanned yet)
-                    x = nnx.remat(lambda blk, y: blk(y, train=train),
-                                  policy=REMAT_POLICIES[self.cfg.remat])(block, x)
-                else:
-                    x = block(x, train=train)
-            if stage.downsample is not None:
-                x = stage.downsample(x)
+            x = stage(x, train=train)
         return self.norm(x)

@@ -18,26 +18,20 @@ import numpy as np
 from flax import nnx
 
 from vidmix.models.backbone import VideoViT
-from vidmix.models.config import VIT_SIZES, ModelConfig, VideoViTConfig
-from vidmix.models.layers import capturing, dense_init
+from vidmix.models.config import VIT_SIZES, VideoViTConfig, ViTFields
+from vidmix.models.heads import MlpHead
+from vidmix.models.layers import capturing
 from vidmix.models.longformer import LongformerEncoder
 
 
 @dataclasses.dataclass(frozen=True)
-class VTNConfig(ModelConfig):
-    """All options of a VTN: ViT backbone, Longformer temporal encoder, MLP head."""
+class VTNConfig(ViTFields):
+    """All options of a VTN: ViT backbone (`ViTFields`: patch_size, width, depth, ...; remat
+    applies to the backbone blocks and the temporal layers), Longformer temporal encoder, MLP
+    head."""
 
     num_classes: int = 400
     num_frames: int = 16  # the training clip length; the model takes any number of frames
-    image_size: int | tuple[int, int] = 224
-    # Spatial backbone: an image ViT applied to every frame.
-    patch_size: int = 16
-    width: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    layer_norm_eps: float = 1e-6
     # Temporal encoder: Longformer over [CLS; frame features] (width = the backbone's).
     temporal_layers: int = 3
     temporal_heads: int = 12
@@ -51,10 +45,6 @@ class VTNConfig(ModelConfig):
     head_mlp_dim: int | None = None  # None: the width
     head_layer_norm_eps: float = 1e-5
     frame_chunk: int | None = None  # frames per backbone pass (bounds memory); None: all at once
-    dtype: str = "float32"  # compute dtype; parameters are always float32
-    remat: str = "none"  # remat policy (stack.REMAT_POLICIES): backbone blocks, temporal layers
-    drop_path_rate: float = 0.0  # backbone stochastic depth
-    dropout_rate: float = 0.0  # backbone dropout
     head_dropout_rate: float = 0.5
 
     @property
@@ -73,14 +63,8 @@ class VTNConfig(ModelConfig):
 
     def backbone_config(self) -> VideoViTConfig:
         """The per-frame image ViT: space attention on one frame, no temporal embedding."""
-        return VideoViTConfig(
-            num_classes=self.num_classes, num_frames=1, image_size=self.image_size,
-            patch_size=self.patch_size, width=self.width, depth=self.depth,
-            num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias,
-            layer_norm_eps=self.layer_norm_eps, attention="space", head="avg",
-            temporal_embed_slots=0, dtype=self.dtype, remat=self.remat,
-            attention_impl=self.attention_impl,
-            drop_path_rate=self.drop_path_rate, dropout_rate=self.dropout_rate)
+        return VideoViTConfig(**self.vit_fields(), num_classes=self.num_classes, num_frames=1,
+                              attention="space", head="avg", temporal_embed_slots=0)
 
     def validate(self) -> None:
         self.backbone_config()  # the ViT's own checks (sizes, patch grid, rates, dtype)
@@ -111,23 +95,14 @@ class VTNConfig(ModelConfig):
                     head="mlp", size=f"{self.width} x {self.depth} + {self.temporal_layers}")
 
 
-class VTNHead(nnx.Module):
+class VTNHead(MlpHead):
     """[CLS] output -> LayerNorm -> Dense -> GELU -> Dropout -> Dense(classes) (zero-initialised
     classifier, as every vidmix head)."""
 
     def __init__(self, cfg: VTNConfig, *, rngs: nnx.Rngs):
-        dtype = jnp.dtype(cfg.dtype)
-        self.norm = nnx.LayerNorm(cfg.width, epsilon=cfg.head_layer_norm_eps, dtype=dtype,
-                                  rngs=rngs)
-        self.pre_logits = nnx.Linear(cfg.width, cfg.head_hidden, kernel_init=dense_init,
-                                     dtype=dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(cfg.head_dropout_rate, rngs=rngs)
-        self.classifier = nnx.Linear(cfg.head_hidden, cfg.num_classes,
-                                     kernel_init=nnx.initializers.zeros, dtype=dtype, rngs=rngs)
-
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        x = jax.nn.gelu(self.pre_logits(self.norm(x)), approximate=False)
-        return self.classifier(self.dropout(x, deterministic=not train))
+        super().__init__(cfg.width, cfg.head_hidden, cfg.num_classes, eps=cfg.head_layer_norm_eps,
+                         dropout_rate=cfg.head_dropout_rate, dtype=jnp.dtype(cfg.dtype),
+                         rngs=rngs)
 
 
 def _is_concrete(x) -> bool:
