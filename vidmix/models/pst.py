@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vidmix.models.config import ModelConfig, choice
+from vidmix.models.config import IMAGENET_PIXELS, ModelConfig, choice
 from vidmix.models.patch_shift import PATTERNS, get_pattern
 from vidmix.models.swin import SwinBackbone
 
@@ -178,7 +178,7 @@ class PST(nnx.Module):
         return logits.astype(jnp.float32)
 
 
-_PST = dict(num_frames=32, drop_path_rate=0.1, head_dropout_rate=0.5)
+_PST = dict(num_frames=32, drop_path_rate=0.1, head_dropout_rate=0.5, **IMAGENET_PIXELS)
 PRESETS = {
     "pst_tiny": dict(**SWIN_SIZES["T"], **_PST),
     "pst_base": dict(**SWIN_SIZES["B"], **_PST),

@@ -321,7 +321,7 @@ class SwinBackbone(nnx.Module):
 
     def __call__(self, video: jax.Array, *, train: bool = False) -> jax.Array:
         self.cfg.check_clip(video)
-        x = self.patch_embed(video.astype(jnp.dtype(self.cfg.dtype)))
+        x = self.patch_embed(self.cfg.normalise(video))
         for stage in self.layers:
             for block in stage.blocks:
                 if self.cfg.remat != "none":  # (Swin stages are not scanned yet)

@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from vidmix.models.backbone import VideoViT
-from vidmix.models.config import VIT_SIZES, ModelConfig, VideoViTConfig
+from vidmix.models.config import KINETICS_PIXELS, VIT_SIZES, ModelConfig, VideoViTConfig
 from vidmix.models.layers import capturing, dense_init
 from vidmix.models.longformer import LongformerEncoder
 
@@ -79,7 +79,8 @@ class VTNConfig(ModelConfig):
             num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias,
             layer_norm_eps=self.layer_norm_eps, attention="space", head="avg",
             temporal_embed_slots=0, dtype=self.dtype, remat=self.remat,
-            attention_impl=self.attention_impl,
+            attention_impl=self.attention_impl, pixel_mean=self.pixel_mean,
+            pixel_std=self.pixel_std,
             drop_path_rate=self.drop_path_rate, dropout_rate=self.dropout_rate)
 
     def validate(self) -> None:
@@ -242,7 +243,7 @@ class VTN(nnx.Module):
         self.check_video(video)
         positions, mask = self.frame_inputs(video, positions, mask)
         dtype = jnp.dtype(cfg.dtype)
-        feats = self.frame_features(video.astype(dtype), train=train)
+        feats = self.frame_features(cfg.normalise(video), train=train)
         feats = jnp.where(mask[..., None], feats, 0)  # padded frames carry nothing
         b = feats.shape[0]
         cls = jnp.broadcast_to(self.cls_token[...].astype(dtype), (b, 1, cfg.width))
@@ -275,10 +276,11 @@ class VTN(nnx.Module):
 
 
 PRESETS = {
-    # ViT-B-VTN of the release: ImageNet ViT-B/16, 3 Longformer layers, window 18, 16-frame clips.
+    # ViT-B-VTN of the release: ImageNet ViT-B/16, 3 Longformer layers, window 18, 16-frame clips,
+    # pixels normalised with mean 0.45, std 0.225.
     "vtn_vit_b16": dict(**VIT_SIZES["B"], temporal_layers=3, temporal_heads=12,
                         temporal_mlp_dim=3072, attention_window=18, max_positions=288,
-                        num_frames=16),
+                        num_frames=16, **KINETICS_PIXELS),
 }
 
 __all__ = ["PRESETS", "VTN", "VTNConfig", "VTNHead"]
