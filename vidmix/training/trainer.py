@@ -72,8 +72,9 @@ def train_loader(config, data_dir, per_process_batch):
                         for k, v in d.crop_kwargs.to_dict().items())
     return make_loader(data_dir, d.train_split, d.num_frames, d.image_size, per_process_batch,
                        train=True, seed=config.seed, worker_count=d.worker_count,
-                       flip=d.flip, mixup=d.mixup, cutmix=d.cutmix, crop=d.crop, crop_kwargs=crop_kwargs,
-                       rand_augment_ops=d.rand_augment_ops, random_erasing=d.random_erasing,
+                       flip=d.flip, mixup=d.mixup, cutmix=d.cutmix, crop=d.crop,
+                       crop_kwargs=crop_kwargs, rand_augment_ops=d.rand_augment_ops,
+                       random_erasing=d.random_erasing,
                        **loader_options(config))
 
 
