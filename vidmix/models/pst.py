@@ -151,7 +151,9 @@ class PoolHead(nnx.Module):
 
 
 class PST(nnx.Module):
-    """`model(video, train=False)`: normalised video (B, T, H, W, 3) -> fp32 logits (B, classes)."""
+    """`model(video, train=False)`: video (B, T, H, W, 3), uint8 pixels (normalised inside with
+    the config's pixel_mean / pixel_std) or already normalised floats -> fp32 logits (B, classes).
+    """
 
     def __init__(self, cfg: PSTConfig, *, rngs: nnx.Rngs):
         self.config = cfg

@@ -144,9 +144,10 @@ def _fold_in(key: jax.Array, i) -> jax.Array:
 class VTN(nnx.Module):
     """`model(video, train=False, positions=None, mask=None)` -> fp32 logits (B, classes).
 
-    video: (B, T, H, W, 3), any T. positions: (B, T) int, each frame's index in the decoded video
-    (default 0 .. T-1). mask: (B, T) bool, the real frames (default all); masked frames (padding
-    of a batch of videos of different lengths) have no effect on the output.
+    video: (B, T, H, W, 3), any T, uint8 pixels or normalised floats (`ModelConfig.normalise`).
+    positions: (B, T) int, each frame's index in the decoded video (default 0 .. T-1). mask:
+    (B, T) bool, the real frames (default all); masked frames (padding of a batch of videos of
+    different lengths) have no effect on the output.
     """
 
     whole_video = True  # takes clips of any length (the trainer evaluates whole videos)
