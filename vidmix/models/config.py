@@ -59,10 +59,13 @@ class ModelConfig:
         choice("attention_impl", self.attention_impl, ATTENTION_IMPLS)
         for name in ("pixel_mean", "pixel_std"):
             value = getattr(self, name)
-            if (not isinstance(value, tuple) or len(value) != 3
-                    or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in value)):
+            try:
+                numbers = tuple(float(v) for v in value)
+            except (TypeError, ValueError):
+                numbers = ()
+            if len(numbers) != 3 or not np.all(np.isfinite(numbers)):
                 raise ValueError(f"{name} must be 3 numbers (R, G, B), got {value!r}")
-            object.__setattr__(self, name, tuple(float(v) for v in value))
+            object.__setattr__(self, name, numbers)
         if min(self.pixel_std) <= 0:
             raise ValueError(f"pixel_std must be positive, got {self.pixel_std}")
         if hasattr(self, "remat"):

@@ -3,8 +3,9 @@
 The loader yields uint8 clips and, where asked, its augmentation draws (`vidmix.data.pipeline`):
 `erase_box` / `erase_seed` per clip (random erasing) and `mix_lam` / `mix_box` (mixup, cutmix).
 Both act on normalised clips, so here the clips are normalised with the model's pixel statistics,
-erased, then mixed (timm's order: erasing per sample, mixing per batch); XLA fuses all of it. The
-draws come from the host, so a step is a function of its batch alone (bitwise resumable).
+erased, then mixed (timm's order: erasing per sample, mixing per batch), all inside the compiled
+step. The draws come from the host, so a step is a function of its batch alone (bitwise
+resumable).
 
 Boxes are (y0, y1, x0, x1) int32 in pixels, the same in every frame of a clip; an empty box
 (y1 <= y0 or x1 <= x0) covers nothing.
