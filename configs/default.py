@@ -15,20 +15,23 @@ their CLS features. Given ideal per-frame position features, its temporal encode
 chance for ~200 steps before it learns the task.
 """
 
+from vidmix.models.config import VIT_PIXELS
 from vidmix.training.base_config import base_config
 
 # a tiny XViT: 4x4 patches give the 8x8 token grid the spatial resolution to see the digit move
 # (with 8x8 patches the same budget did not learn the task)
 _XVIT = dict(width=64, depth=3, num_heads=4, patch_size=4, head="linear", head_dropout_rate=0.0)
+# trained from scratch: every family takes pixels normalised to [-1, 1] (the ViT presets' default)
 MODELS = {
     None: ("xvit_s16", _XVIT),
     "space": ("xvit_s16", dict(_XVIT, attention="space", temporal_embed_slots=0)),
     "vtn": ("vtn_vit_b16", dict(width=64, depth=3, num_heads=4, patch_size=4, temporal_layers=1,
                                 temporal_heads=4, temporal_mlp_dim=256, attention_window=4,
                                 head_dropout_rate=0.0, temporal_dropout_rate=0.0,
-                                temporal_attention_dropout_rate=0.0, frame_chunk=64)),
+                                temporal_attention_dropout_rate=0.0, frame_chunk=64,
+                                **VIT_PIXELS)),
     "pst": ("pst_tiny", dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=4,
-                             drop_path_rate=0.0, head_dropout_rate=0.0)),
+                             drop_path_rate=0.0, head_dropout_rate=0.0, **VIT_PIXELS)),
 }
 
 

@@ -6,7 +6,8 @@
 Source: Bertasius et al. 2021 and the official configs (`../shared/specs/timesformer.md`): init
 from ImageNet-21k ViT-B/16; SGD Nesterov 0.9, weight decay 1e-4, LR 0.005 divided by 10 at epochs
 11 and 14, 15 epochs; short side jitter [256, 320] + random 224 crop, flip; 8 frames at stride 32;
-test 1 clip x 3 crops; normalisation mean 0.45, std 0.225. Batch 64 (8 GPUs x 8).
+test 1 clip x 3 crops; normalisation mean 0.45, std 0.225 (the preset's pixel_mean / pixel_std).
+Batch 64 (8 GPUs x 8).
 """
 
 from vidmix.training.base_config import base_config
@@ -22,8 +23,6 @@ def get_config(arg: str | None = None):
     c.data.stride = 32
     c.data.crop = "jitter"
     c.data.crop_kwargs = dict(scale=(256, 320))
-    c.data.mean = (0.45, 0.45, 0.45)
-    c.data.std = (0.225, 0.225, 0.225)
     c.data.worker_count = 8
     c.train.batch_size = 64
     c.train.num_steps = 0  # in epochs of the dataset's real train split:

@@ -392,7 +392,7 @@ def test_convert_command_writes_a_model_folder(tmp_path, ref, frames):
            "--set", "head=linear", "--set", f"width={D}", "--set", f"depth={DEPTH}",
            "--set", f"num_heads={HEADS}", "--set", "image_size=32", "--set", "patch_size=8",
            "--set", "num_frames=1", "--set", f"num_classes={CLASSES}",
-           "--class-names", str(tmp_path / "labels.txt"), "--pre", "mean=0.45,0.45,0.45",
+           "--class-names", str(tmp_path / "labels.txt"), "--set", "pixel_mean=0.45,0.45,0.45",
            "--pre", "short_side=40"]
     env = {**__import__("os").environ, "JAX_PLATFORMS": "cpu"}
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
@@ -402,8 +402,8 @@ def test_convert_command_writes_a_model_folder(tmp_path, ref, frames):
     assert (info["format"], info["family"], info["preset"]) == ("vidmix", "vit", "vit_b16")
     assert info["config"]["num_classes"] == CLASSES and info["config"]["head"] == "linear"
     assert info["class_names"] == [f"label {i}" for i in range(CLASSES)]
-    assert info["preprocessing"] == {"mean": [0.45] * 3, "short_side": 40, "num_frames": 1,
-                                     "image_size": 32}
+    assert info["preprocessing"] == {"short_side": 40, "num_frames": 1, "image_size": 32}
+    assert info["config"]["pixel_mean"] == [0.45] * 3
     model = from_pretrained(out)
     assert rel_err(np.asarray(model(jnp.asarray(frames[:, None]))), image_logits(ref, frames)) < 1e-5
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
@@ -411,6 +411,9 @@ def test_convert_command_writes_a_model_folder(tmp_path, ref, frames):
     bad_cmd = [str(tmp_path / "o2") if a == str(out) else a for a in cmd] + ["--pre", "meen=1"]
     bad = subprocess.run(bad_cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode != 0 and "unknown preprocessing key(s) 'meen'" in bad.stderr
+    moved = subprocess.run(bad_cmd[:-1] + ["mean=0.5,0.5,0.5"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300, env=env)
+    assert moved.returncode != 0 and "make the model with pixel_mean=" in moved.stderr
 
 
 def test_incomplete_hf_qkv_is_reported_by_its_file_names(tmp_path, ref):

@@ -85,13 +85,13 @@ def test_stored_frames_equal_direct_decode(built, videos):
 
 
 def test_test_view_is_the_centre_crop_of_the_direct_decode(built):
-    # mean 0, std 1: the loader's clip * 255 is the cropped frames themselves
+    # the loader's clips are the cropped frames themselves, uint8
     loader = make_loader(built.data_dir, "train", num_frames=4, image_size=64, batch_size=2,
-                         train=False, sampling="segment", mean=(0, 0, 0), std=(1, 1, 1),
-                         shard_index=0, shard_count=1)
+                         train=False, sampling="segment", shard_index=0, shard_count=1)
     builder, _ = open_dataset(built.data_dir)
     source = builder.as_data_source("train")
     for batch in batches(loader):
+        assert batch["video"].dtype == np.uint8
         for video, vid in zip(batch["video"], batch["video_id"], strict=True):
             direct = decode_all(source[int(vid)]["path"].decode())
             idx = sampling.segment_test(len(direct), 4, 1, 1)[0]
@@ -99,7 +99,7 @@ def test_test_view_is_the_centre_crop_of_the_direct_decode(built):
                 assert video.shape == (4, 64, 64, 3)
                 continue
             x0 = (direct.shape[2] - 64) // 2
-            assert psnr(video * 255, direct[idx, :, x0:x0 + 64]) > JPEG_PSNR_DB["default"]
+            assert psnr(video, direct[idx, :, x0:x0 + 64]) > JPEG_PSNR_DB["default"]
 
 
 def test_resizing_and_fps_at_build(videos, tmp_path):
@@ -200,7 +200,10 @@ def test_train_epochs_reshuffle(synthetic):
 
 
 def test_clip_augmentation_is_the_same_for_every_frame(built):
-    # a still video: after crop, flip, RandAugment and random erasing every frame is still equal
+    # a still video: after crop, flip, RandAugment and random erasing (drawn here, applied by the
+    # train step) every frame is still equal
+    from vidmix.training.inputs import erase
+
     builder, _ = open_dataset(built.data_dir)
     record = dict(builder.as_data_source("train")[0])
     record["frames"] = [record["frames"][0]] * record["num_frames"]
@@ -208,10 +211,19 @@ def test_clip_augmentation_is_the_same_for_every_frame(built):
         opts = ClipOptions(num_frames=6, image_size=48, crop=crop, rand_augment_ops=3,
                            random_erasing=1.0, crop_kwargs=(("scale", (64, 80)),) if crop == "jitter" else ())
         for seed in range(5):
-            clip, index = train_clip(record, np.random.default_rng(seed), opts)
+            clip = train_clip(record, np.random.default_rng(seed), opts)
+            index, box = clip["frame_index"], clip["erase_box"]
             assert index.shape == (6,) and index.dtype == np.int32
-            assert clip.shape == (6, 48, 48, 3) and clip.dtype == np.float32
-            assert np.all(clip == clip[:1]), (crop, seed)
+            assert clip["video"].shape == (6, 48, 48, 3) and clip["video"].dtype == np.uint8
+            assert np.all(clip["video"] == clip["video"][:1]), (crop, seed)
+            assert 0 <= box[0] < box[1] <= 48 and 0 <= box[2] < box[3] <= 48  # prob 1: a box
+            normalised = clip["video"][None].astype(np.float32) / 127.5 - 1
+            erased = np.asarray(erase(normalised, box[None], clip["erase_seed"][None]))[0]
+            assert np.all(erased == erased[:1]), (crop, seed)
+            inside = erased[:, box[0]:box[1], box[2]:box[3]]
+            assert np.abs(inside.mean()) < 0.5 and 0.5 < inside.std() < 1.5  # N(0, 1) noise
+    without = ClipOptions(num_frames=6, image_size=48, random_erasing=0.0)
+    assert set(train_clip(record, np.random.default_rng(0), without)) == {"video", "frame_index"}
 
 
 def test_clips_do_not_depend_on_worker_count(synthetic):
@@ -228,19 +240,24 @@ def test_clips_do_not_depend_on_worker_count(synthetic):
         np.testing.assert_array_equal(clips[0][i], clips[1][i])
 
 
-def test_train_batches_mixed_and_deterministic(synthetic):
-    kwargs = dict(num_frames=4, image_size=32, batch_size=4, train=True, seed=5, shard_index=0,
-                  shard_count=1, mixup=0.4, cutmix=1.0, label_smoothing=0.1, dtype="bfloat16")
-    a = batches(make_loader(synthetic.data_dir, "train", **kwargs), 4)
-    b = batches(make_loader(synthetic.data_dir, "train", **kwargs), 4)
+def test_train_batches_are_uint8_with_deterministic_mixing_draws(synthetic):
+    kwargs = dict(num_frames=4, image_size=32, batch_size=4, train=True, seed=1, shard_index=0,
+                  shard_count=1, mixup=0.4, cutmix=1.0, random_erasing=0.5)
+    a = batches(make_loader(synthetic.data_dir, "train", **kwargs), 12)
+    b = batches(make_loader(synthetic.data_dir, "train", **kwargs), 12)
     for x, y in zip(a, b, strict=True):
-        assert x["video"].dtype.name == "bfloat16" and x["video"].shape == (4, 4, 32, 32, 3)
+        assert x["video"].dtype == np.uint8 and x["video"].shape == (4, 4, 32, 32, 3)
+        assert set(x) == {"video", "frame_index", "label", "video_id", "mask", "erase_box",
+                          "erase_seed", "mix_lam", "mix_box"}
         for k in x:
-            np.testing.assert_array_equal(np.asarray(x[k], np.float32), np.asarray(y[k], np.float32))
-        assert x["targets"].shape == (4, 2)
-        np.testing.assert_allclose(x["targets"].sum(1), 1, rtol=1e-6)
-        assert x["targets"].min() >= 0.05 - 1e-6  # smoothing 0.1 over 2 classes
-    assert any(not np.all(np.isin(x["targets"], (0.05, 0.95))) for x in a)  # some mixed
+            np.testing.assert_array_equal(x[k], y[k])
+        assert x["mix_lam"].dtype == np.float32 and x["mix_box"].shape == (4, 4)
+        assert np.all(x["mix_lam"] == x["mix_lam"][0]) and np.all(x["mix_box"] == x["mix_box"][0])
+        assert 0 <= x["mix_lam"][0] <= 1
+        assert x["erase_box"].shape == (4, 4) and x["erase_seed"].dtype == np.int32
+    cutmix = [x for x in a if x["mix_lam"][0] == 1]
+    assert cutmix and len(cutmix) < len(a)  # both kinds of batch, chosen per batch
+    assert all(np.all(x["mix_box"] == 0) for x in a if x["mix_lam"][0] < 1)  # mixup: no box
 
 
 def test_iterator_state_resumes_in_a_new_process(synthetic, tmp_path):
@@ -262,7 +279,7 @@ def main(mode, path):  # grain's worker processes are spawned: keep work under _
     else:
         it.set_state(open(path + ".state", "rb").read())
     got = [next(it) for _ in range(4)]  # crosses into the next epoch
-    np.savez(path + mode + ".npz", *[b["video"] for b in got], *[b["video_id"] for b in got])
+    np.savez(path + mode + ".npz", *[b[k] for b in got for k in sorted(b)])
     close_iterator(it)
 
 if __name__ == "__main__":
@@ -273,7 +290,7 @@ if __name__ == "__main__":
         subprocess.run([sys.executable, str(tmp_path / "run.py"), mode, str(tmp_path / "x")],
                        check=True, cwd=ROOT, capture_output=True)
     saved, loaded = np.load(tmp_path / "xsave.npz"), np.load(tmp_path / "xload.npz")
-    assert len(saved.files) == 8
+    assert len(saved.files) == 4 * 7  # video, frame_index, label, video_id, mask, erase_*
     for k in saved.files:
         np.testing.assert_array_equal(saved[k], loaded[k])
 
@@ -421,18 +438,35 @@ def test_synthetic_classes_are_time_reversals(task):
         make_video("spin", 0, 0)
 
 
-def test_cutmix_cuts_one_box_through_every_frame():
-    from vidmix.data.mix import mix_batch
+def test_mixing_in_the_step_follows_the_definition():
+    """The loader's draws applied by the train step's `mix`: cutmix pastes the mirrored example's
+    box into every frame and weighs the targets by the pixels kept; mixup blends clips and targets
+    with lambda (each example with the batch reversed)."""
+    from vidmix.data.mix import draw_mix
+    from vidmix.training.inputs import mix
 
     video = np.stack([np.full((3, 16, 16, 3), i, np.float32) for i in range(4)])
-    out, targets = mix_batch(video, np.arange(4), 4, np.random.default_rng(1), cutmix_alpha=1.0)
-    pasted = out[0] == 3  # example 0 gets a box from example 3 (the batch reversed)
-    assert pasted.any() and np.all(pasted == pasted[:1])  # the same box in every frame
-    lam = 1 - pasted[0, ..., 0].mean()
-    np.testing.assert_allclose(targets[0], [lam, 0, 0, 1 - lam], rtol=1e-6)
-    out, targets = mix_batch(video, np.arange(4), 4, np.random.default_rng(1), mixup_alpha=0.4)
-    lam = targets[0, 0]
-    np.testing.assert_allclose(out[0], lam * 0 + (1 - lam) * 3, rtol=1e-5)
+    onehot = np.eye(4, dtype=np.float32)
+    for seed in range(3):
+        draws = draw_mix(4, 16, 16, np.random.default_rng(seed), cutmix_alpha=1.0)
+        out, targets = map(np.asarray, mix(video, onehot, draws["mix_lam"], draws["mix_box"]))
+        for i in range(4):
+            pasted = out[i] == 3 - i  # example i gets a box from example 3 - i
+            assert np.all(pasted | (out[i] == i)) and np.all(pasted == pasted[:1])  # every frame
+            y0, y1, x0, x1 = draws["mix_box"][i]
+            assert pasted[0, ..., 0].sum() == (y1 - y0) * (x1 - x0)
+            if (y1 - y0) * (x1 - x0):
+                assert pasted[0, y0:y1, x0:x1].all()
+            lam = 1 - pasted[0, ..., 0].mean()  # the share of clip i kept
+            want = lam * onehot[i] + (1 - lam) * onehot[3 - i]
+            np.testing.assert_allclose(targets[i], want, rtol=1e-6, atol=1e-7)
+        draws = draw_mix(4, 16, 16, np.random.default_rng(seed), mixup_alpha=0.4)
+        out, targets = map(np.asarray, mix(video, onehot, draws["mix_lam"], draws["mix_box"]))
+        lam = float(draws["mix_lam"][0])
+        for i in range(4):
+            np.testing.assert_allclose(out[i], lam * i + (1 - lam) * (3 - i), rtol=1e-5)
+            np.testing.assert_allclose(targets[i], lam * onehot[i] + (1 - lam) * onehot[3 - i],
+                                       rtol=1e-6, atol=1e-7)
 
 
 def test_batches_carry_the_frame_indices_of_their_clips(built):

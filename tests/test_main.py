@@ -48,13 +48,13 @@ def test_predict_and_eval_from_a_model_folder(tmp_path):
     from vidmix.training.predict import predict
 
     model = vidmix.create_model("xvit_s16", width=32, depth=1, num_heads=2, patch_size=4,
-                                image_size=16, num_frames=4, num_classes=2, head="linear")
+                                image_size=16, num_frames=4, num_classes=2, head="linear",
+                                pixel_mean=(0.4, 0.5, 0.6), pixel_std=(0.2, 0.3, 0.4))
     rng = np.random.default_rng(0)
     nnx.update(model, jax.tree.map(lambda a: a + 0.3 * rng.standard_normal(a.shape, a.dtype),
                                    nnx.state(model, nnx.Param)))
     folder = save_pretrained(model, tmp_path / "model", ["moving_right", "moving_left"],
-                             preprocessing=dict(mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4),
-                                                short_side=20, sampling="dense", stride=2,
+                             preprocessing=dict(short_side=20, sampling="dense", stride=2,
                                                 num_clips=2, num_crops=1, combine="sum_logits"))
     video = tmp_path / "bar.mp4"
     write_video(video, moving_bar_frames(12, h=24, w=40))

@@ -101,6 +101,35 @@ def test_bf16_compute_path(name):
     assert rel_err(half, full) < 5e-2  # bf16 has 8 bits of mantissa
 
 
+def host_normalised(pixels, cfg):
+    """What the loader made before clips stayed uint8: (x / 255 - mean) / std in numpy float32."""
+    std = np.asarray(cfg.pixel_std, np.float32)
+    out = np.multiply(pixels, 1 / (255 * std), dtype=np.float32)
+    return out - np.asarray(cfg.pixel_mean, np.float32) / std
+
+
+PIXELS = {"timesformer": (0.45, 0.225), "vtn": (0.45, 0.225), "pst": (0.485, 0.229)}
+
+
+@pytest.mark.parametrize("name", vidmix.list_models())
+def test_uint8_video_is_normalised_by_the_model(name):
+    """A uint8 clip gives the logits of the same clip normalised on the host with the preset's
+    pixel statistics (its release's); a float clip is taken as normalised already."""
+    model = randomise(tiny(name))
+    cfg = model.config
+    family = next((k for k in PIXELS if name.startswith(k)), None)
+    mean, std = PIXELS.get(family, (0.5, 0.5))
+    assert (cfg.pixel_mean[0], cfg.pixel_std[0]) == (mean, std)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3), dtype=np.uint8)
+    forward = nnx.jit(lambda m, v: m(v, train=False))
+    want = forward(model, jnp.asarray(host_normalised(pixels, cfg)))
+    assert rel_err(forward(model, jnp.asarray(pixels)), want) < 1e-5
+    assert rel_err(model(pixels), want) < 1e-5  # eager, from numpy
+    with pytest.raises(TypeError, match="uint8 pixels or an already normalised float array, got "
+                                        "int32"):
+        model(jnp.asarray(pixels, jnp.int32))
+
+
 def test_tubelet_embedding():
     model = tiny(tubelet_size=2, attention="joint", head="linear")
     assert model.backbone.patch_embed.kernel.shape == (2, 16, 16, 3, 32)
@@ -146,6 +175,8 @@ def test_unknown_option_is_named():
     (dict(shift_div=1), "shift_div"),
     (dict(num_frames=5, tubelet_size=2), "multiple of tubelet_size"),
     (dict(dtype="int8"), "dtype"),
+    (dict(pixel_mean=(0.5, 0.5)), r"pixel_mean must be 3 numbers \(R, G, B\)"),
+    (dict(pixel_std=(0.5, 0.0, 0.5)), "pixel_std must be positive"),
 ])
 def test_bad_options_are_explained(kw, message):
     with pytest.raises(ValueError, match=message):

@@ -68,7 +68,7 @@ def test_round_trip_is_bitwise(tmp_path, clip, kind):
     info = json.load(open(tmp_path / "m" / "config.json"))
     family = {"vtn": "vtn", "pst": "pst"}.get(kind, "vit")
     assert (info["format"], info["format_version"], info["family"], info["preset"]) == \
-        ("vidmix", 1, family, name)
+        ("vidmix", 2, family, name)
     assert info["class_names"] == NAMES and info["preprocessing"] is None
     assert info["config"]["num_classes"] == 3 and info["config"]["width" if kind != "pst"
                                                                   else "embed_dim"] in (32, 16)
@@ -173,6 +173,9 @@ def test_folder_errors(tmp_path):
         save_pretrained(model, tmp_path / "m2", NAMES[:2])
     with pytest.raises(ValueError, match="unknown preprocessing key.*'meen'"):
         save_pretrained(model, tmp_path / "m2", preprocessing={"meen": [0.5] * 3})
+    with pytest.raises(ValueError, match=r"preprocessing mean and std: the normalisation is the "
+                                         r"model's .* pixel_mean=\.\.\., pixel_std=\.\.\."):
+        save_pretrained(model, tmp_path / "m2", preprocessing={"mean": [0.5] * 3, "std": [1] * 3})
     with pytest.raises(ValueError, match="image_size 32 differs from the model's 16"):
         save_pretrained(model, tmp_path / "m2", preprocessing={"image_size": 32})
     with pytest.raises(ValueError, match="num_frames 8 differs from the model's 4"):
@@ -182,7 +185,7 @@ def test_folder_errors(tmp_path):
     save_pretrained(vtn, tmp_path / "vtn", preprocessing={"num_frames": -1})
     assert read_config(tmp_path / "vtn")["preprocessing"]["num_frames"] == -1
     info = json.load(open(tmp_path / "m" / "config.json"))
-    json.dump({**info, "format_version": 2}, open(tmp_path / "m" / "config.json", "w"))
+    json.dump({**info, "format_version": 3}, open(tmp_path / "m" / "config.json", "w"))
     with pytest.raises(CheckpointError, match="newer vidmix"):
         from_pretrained(tmp_path / "m")
     json.dump({**info, "config": {**info["config"], "colour": 1}},
@@ -191,13 +194,36 @@ def test_folder_errors(tmp_path):
         from_pretrained(tmp_path / "m")
 
 
-def test_preprocessing_is_recorded(tmp_path):
-    model = randomised("xvit_s16", **VIT)
-    save_pretrained(model, tmp_path / "m", preprocessing=dict(mean=(0.45,) * 3, std=(0.225,) * 3,
-                                                              short_side=20, num_clips=2))
-    pre = read_config(tmp_path / "m")["preprocessing"]
-    assert pre == {"num_frames": 4, "image_size": 16, "mean": [0.45] * 3, "std": [0.225] * 3,
-                   "short_side": 20, "num_clips": 2}
+def test_preprocessing_and_normalisation_are_recorded(tmp_path):
+    model = randomised("xvit_s16", **VIT, pixel_mean=(0.45,) * 3, pixel_std=(0.225,) * 3)
+    save_pretrained(model, tmp_path / "m", preprocessing=dict(short_side=20, num_clips=2))
+    info = read_config(tmp_path / "m")
+    assert info["preprocessing"] == {"num_frames": 4, "image_size": 16, "short_side": 20,
+                                     "num_clips": 2}
+    assert (info["config"]["pixel_mean"], info["config"]["pixel_std"]) == ([0.45] * 3, [0.225] * 3)
+    assert from_pretrained(tmp_path / "m").config.pixel_mean == (0.45,) * 3
+
+
+def test_format_1_folder_normalisation_moves_into_the_model_config(tmp_path, clip):
+    """Format 1 kept mean / std in `preprocessing`: they become pixel_mean / pixel_std; a folder
+    without them gets the config's defaults."""
+    model = randomised("timesformer_b16", **VIT, pixel_mean=(0.4, 0.5, 0.6),
+                       pixel_std=(0.2, 0.3, 0.4))
+    save_pretrained(model, tmp_path / "m", preprocessing=dict(short_side=20))
+    info = json.load(open(tmp_path / "m" / "config.json"))
+    config = {k: v for k, v in info["config"].items() if not k.startswith("pixel_")}
+    old = {**info, "format_version": 1, "config": config,
+           "preprocessing": {**info["preprocessing"], "mean": [0.4, 0.5, 0.6],
+                             "std": [0.2, 0.3, 0.4]}}
+    json.dump(old, open(tmp_path / "m" / "config.json", "w"))
+    read = read_config(tmp_path / "m")
+    assert read["preprocessing"] == {"num_frames": 4, "image_size": 16, "short_side": 20}
+    loaded = from_pretrained(tmp_path / "m")
+    assert loaded.config == model.config
+    pixels = np.random.default_rng(0).integers(0, 256, clip.shape, dtype=np.uint8)
+    np.testing.assert_array_equal(logits(loaded, pixels), logits(model, pixels))
+    json.dump({**old, "preprocessing": None}, open(tmp_path / "m" / "config.json", "w"))
+    assert from_pretrained(tmp_path / "m").config.pixel_mean == (0.5, 0.5, 0.5)
 
 
 # A training run: export, then predict / eval / init from the folder --------------------------------
@@ -216,7 +242,7 @@ def run(tmp_path_factory):
                              head_dropout_rate=0.0)
     c.data.dir = data
     c.data.num_frames, c.data.image_size, c.data.stride = 4, 16, 2
-    c.data.mean, c.data.std = (0.4, 0.5, 0.6), (0.2, 0.3, 0.4)
+    c.model.overrides.update(pixel_mean=(0.4, 0.5, 0.6), pixel_std=(0.2, 0.3, 0.4))
     c.train.update(batch_size=8, num_steps=4, log_every=2, checkpoint_every=2, warmup_steps=0)
     c.eval.update(batch_size=8, every=0, num_clips=2)
     workdir = str(root / "workdir")
@@ -235,8 +261,10 @@ def test_export_writes_the_runs_model(run, tmp_path, clip):
     assert info["preset"] == "xvit_s16"
     assert info["class_names"] == json.load(open(os.path.join(workdir, "class_names.json")))
     pre = info["preprocessing"]
-    assert (pre["mean"], pre["std"]) == ([0.4, 0.5, 0.6], [0.2, 0.3, 0.4])
-    assert (pre["num_frames"], pre["image_size"], pre["num_clips"]) == (4, 16, 2)
+    assert "mean" not in pre and (pre["num_frames"], pre["image_size"], pre["num_clips"]) == \
+        (4, 16, 2)
+    assert (info["config"]["pixel_mean"], info["config"]["pixel_std"]) == \
+        ([0.4, 0.5, 0.6], [0.2, 0.3, 0.4])
     model = from_pretrained(out)
     assert model.config.num_classes == 2 and model.config.width == 32
     ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), 1, 1)
@@ -260,9 +288,13 @@ def test_export_writes_the_runs_model(run, tmp_path, clip):
     shutil.copytree(workdir, moved)
     run_config = json.load(open(moved / "config.json"))
     run_config["data"].update(dir=str(tmp_path / "gone"), kind="video_folder")
+    # a run of an older vidmix: its normalisation in config.data.mean / std
+    overrides = run_config["model"]["overrides"]
+    run_config["data"].update(mean=overrides.pop("pixel_mean"), std=overrides.pop("pixel_std"))
     json.dump(run_config, open(moved / "config.json", "w"))
     elsewhere = export_main([str(moved), str(tmp_path / "moved_out"), "--short_side", "24"])
     assert read_config(elsewhere)["preprocessing"]["short_side"] == 24
+    assert from_pretrained(elsewhere).config == model.config
     np.testing.assert_array_equal(load_file(os.path.join(elsewhere, "model.safetensors"))[
         "head/classifier/kernel"], np.asarray(model.head.classifier.kernel[...]))
     assert not os.path.exists(tmp_path / "gone")

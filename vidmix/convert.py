@@ -2,14 +2,16 @@
 
     python -m vidmix.convert xvit_b16 ViT-B_16.npz /models/xvit_b16_in21k --set num_classes=400
     python -m vidmix.convert timesformer_b16 TimeSformer_divST_8x32_224_K400.pyth /models/tsf \\
-        --pre mean=0.45,0.45,0.45 --pre std=0.225,0.225,0.225 --pre short_side=256
+        --pre short_side=256 --pre num_crops=3
 
 The folder (`model.safetensors` + `config.json`, see `vidmix.checkpoints.pretrained`) holds the
 model's whole config, so `vidmix.from_pretrained(folder)` rebuilds it without the preset name.
-Any model option can be set with `--set key=value` (values are Python literals); `--ignore` takes
-glob patterns as in `vidmix.load_weights`; `--class-names` a JSON list or a text file with one
-label per line; `--pre key=value` the inference preprocessing to record (mean, std, short_side,
-num_clips, ...), so that `python main.py --mode=predict --model=FOLDER` runs from the folder alone.
+Any model option can be set with `--set key=value` (values are Python literals), the input
+normalisation included (`--set pixel_mean=0.45,0.45,0.45`; each preset has its release's);
+`--ignore` takes glob patterns as in `vidmix.load_weights`; `--class-names` a JSON list or a text
+file with one label per line; `--pre key=value` the inference preprocessing to record
+(short_side, num_clips, ...), so that `python main.py --mode=predict --model=FOLDER` runs from the
+folder alone.
 """
 
 from __future__ import annotations

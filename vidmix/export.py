@@ -6,8 +6,9 @@
 Reads only the run's workdir: `config.json` (the run config), `class_names.json` and the
 parameters of one orbax checkpoint in `checkpoints/` (not the optimiser state). The dataset is not
 needed; when it is there, its stored short side is recorded for prediction (otherwise the
-builder's default for the dataset kind, or `--short_side`). The folder gets the run's model config,
-class names and inference preprocessing (normalisation, frames, sampling and the eval views), so
+builder's default for the dataset kind, or `--short_side`). The folder gets the run's model config
+(its normalisation included), class names and inference preprocessing (frames, sampling and the
+eval views), so
 `python main.py --mode=predict --model=OUT --video=clip.mp4` predicts as the run's own
 `--mode=predict` does.
 """

@@ -6,17 +6,19 @@ The folder holds two files:
   Names are per layer (`blocks/0`, `blocks/1`, ...), also for layers that run as a scanned stack
   (their stacked parameters are saved one layer at a time), so the layout does not depend on it.
   The header's metadata carries the format marker too, so the file alone is recognised.
-- `config.json`: `{"format": "vidmix", "format_version": 1, "family": "vit" | "vtn" | "pst",
+- `config.json`: `{"format": "vidmix", "format_version": 2, "family": "vit" | "vtn" | "pst",
   "preset": the preset the model was made from (or null), "config": every field of the model's
   config, "class_names": [...] (or null), "preprocessing": {...} (or null)}`.
 
-`preprocessing` is what inference needs to turn a video file into the model's input, so that
-`python main.py --mode=predict --model=FOLDER --video=x.mp4` runs from the folder alone. Its keys
-(all optional; `num_frames` and `image_size` default to the model's):
-`mean`, `std` (per RGB channel, on [0, 1] pixels), `num_frames` (frames per view; -1: the whole
-video, for whole-video models), `image_size`, `short_side` (decoded frames are resized to this
-short side first; null: kept), `sampling` ("dense" | "segment"), `stride` (dense sampling),
-`num_clips`, `num_crops` (views per video), `combine` ("sum_logits" | "mean_softmax").
+The model's config holds its input normalisation (`pixel_mean`, `pixel_std`: the model takes uint8
+clips and normalises them itself). `preprocessing` is what inference needs to turn a video file
+into clips, so that `python main.py --mode=predict --model=FOLDER --video=x.mp4` runs from the
+folder alone. Its keys (all optional; `num_frames` and `image_size` default to the model's):
+`num_frames` (frames per view; -1: the whole video, for whole-video models), `image_size`,
+`short_side` (decoded frames are resized to this short side first; null: kept), `sampling`
+("dense" | "segment"), `stride` (dense sampling), `num_clips`, `num_crops` (views per video),
+`combine` ("sum_logits" | "mean_softmax"). Format 1 folders kept `mean` and `std` in
+`preprocessing`; `read_config` moves them into the config as `pixel_mean` and `pixel_std`.
 
 `from_pretrained` rebuilds the model from the folder alone and fills it strictly: a missing,
 unexpected or mis-shaped tensor is a `CheckpointMismatchError` naming it. Overrides apply to the
@@ -43,11 +45,13 @@ from vidmix.checkpoints.mapping import Source, assign, flat_params, param_paths
 log = logging.getLogger(__name__)
 
 FORMAT = "vidmix"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the normalisation moved from `preprocessing` into the model's config
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-PREPROCESSING_KEYS = ("mean", "std", "num_frames", "image_size", "short_side", "sampling",
-                      "stride", "num_clips", "num_crops", "combine")
+PREPROCESSING_KEYS = ("num_frames", "image_size", "short_side", "sampling", "stride",
+                      "num_clips", "num_crops", "combine")
+# format 1 preprocessing key -> the model config field it became
+NORMALISATION_KEYS = {"mean": "pixel_mean", "std": "pixel_std"}
 
 
 # ---- families ---------------------------------------------------------------------------------
@@ -147,7 +151,20 @@ def read_config(path: str | os.PathLike) -> dict:
             raise CheckpointError(f"{path}/{CONFIG_FILE} has no {key!r}")
     if not isinstance(info["config"], dict):
         raise CheckpointError(f"{path}/{CONFIG_FILE}: 'config' must be an object")
-    return info
+    return _upgrade(info) if info["format_version"] == 1 else info
+
+
+def _upgrade(info: dict) -> dict:
+    """A format 1 config.json as format 2: `preprocessing` mean / std become the model config's
+    pixel_mean / pixel_std (absent: the config's defaults apply, as format 1 used the run
+    config's)."""
+    pre = dict(info.get("preprocessing") or {})
+    config = dict(info["config"])
+    for old, new in NORMALISATION_KEYS.items():
+        if old in pre:
+            config.setdefault(new, pre.pop(old))
+    return {**info, "format_version": FORMAT_VERSION, "config": config,
+            "preprocessing": pre if info.get("preprocessing") is not None else None}
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -204,15 +221,18 @@ def _jsonable(value):
 def check_preprocessing(preprocessing: dict, cfg, *, whole_video: bool = False) -> dict:
     """`preprocessing` validated, with `num_frames` and `image_size` defaulting to the model's.
     Only a whole-video model (VTN) takes views of another length than its `num_frames`."""
+    moved = [k for k in NORMALISATION_KEYS if k in preprocessing]
+    if moved:
+        raise ValueError(
+            f"preprocessing {' and '.join(moved)}: the normalisation is the model's own config "
+            f"now; make the model with {', '.join(f'{NORMALISATION_KEYS[k]}=...' for k in moved)} "
+            f"(create_model, or from_pretrained(..., pixel_mean=..., pixel_std=...))")
     unknown = sorted(set(preprocessing) - set(PREPROCESSING_KEYS))
     if unknown:
         raise ValueError(f"unknown preprocessing key(s) {', '.join(map(repr, unknown))}; known: "
                          f"{', '.join(PREPROCESSING_KEYS)}")
     out = {"num_frames": cfg.num_frames, "image_size": cfg.image_size,
            **{k: _jsonable(v) for k, v in preprocessing.items()}}
-    for key in ("mean", "std"):
-        if key in out and (not isinstance(out[key], list) or len(out[key]) != 3):
-            raise ValueError(f"preprocessing {key} must be 3 numbers (R, G, B), got {out[key]!r}")
     if _jsonable(out["image_size"]) != _jsonable(cfg.image_size):
         raise ValueError(f"preprocessing image_size {out['image_size']} differs from the model's "
                          f"{cfg.image_size}")

@@ -127,21 +127,20 @@ def rand_augment(frames, rng, num_ops=2, magnitude=9.0, magnitude_std=0.5):
     return frames
 
 
-# ---- random erasing (Zhong et al. 2020), after normalisation ------------------------------------
+# ---- random erasing (Zhong et al. 2020): the box is drawn here, the train step fills it ---------
 
 
-def random_erase(video, rng, prob=0.25, area=(0.02, 1 / 3), aspect=(0.3, 3.3)):
-    """With probability `prob`, fills one random box with N(0, 1) noise, the same box and noise in
-    every frame. `video` is normalised (T, H, W, C) float; modified in place and returned."""
+def erase_box(h, w, rng, prob=0.25, area=(0.02, 1 / 3), aspect=(0.3, 3.3)) -> np.ndarray:
+    """With probability `prob`, a random box of an h x w frame to erase: (y0, y1, x0, x1) int32,
+    all zeros (empty) otherwise or when 10 tries find no box inside the frame. The train step
+    fills it with N(0, 1) noise on the normalised clip (`vidmix.training.inputs.erase`)."""
     if rng.random() >= prob:
-        return video
-    _, h, w, c = video.shape
+        return np.zeros(4, np.int32)
     for _ in range(10):
         a = rng.uniform(*area) * h * w
         r = math.exp(rng.uniform(math.log(aspect[0]), math.log(aspect[1])))
         eh, ew = int(round(math.sqrt(a * r))), int(round(math.sqrt(a / r)))
         if 0 < eh < h and 0 < ew < w:
             y, x = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)
-            video[:, y:y + eh, x:x + ew] = rng.standard_normal((eh, ew, c))
-            return video
-    return video
+            return np.array([y, y + eh, x, x + ew], np.int32)
+    return np.zeros(4, np.int32)

@@ -1,8 +1,10 @@
-"""Batch-level label mixing: label smoothing, mixup (Zhang et al. 2018), cutmix (Yun et al. 2019).
+"""Batch-level mixing draws: mixup (Zhang et al. 2018) and cutmix (Yun et al. 2019).
 
-Runs on the host, in the loader's batch transform (its numpy RNG is grain's per-batch seed).
-Each example is mixed with the batch reversed, as in timm; cutmix cuts the same box out of every
-frame of the clip.
+A mixed clip is no longer uint8 pixels, so the loader only draws (here, in its batch transform,
+from grain's per-batch seed: deterministic and resumable) and the jitted train step mixes the
+normalised clips and their targets (`vidmix.training.inputs.mix`). As in timm, each example is
+mixed with the batch reversed, one lambda per batch; cutmix cuts the same box out of every frame
+of the clip.
 """
 
 from __future__ import annotations
@@ -10,30 +12,25 @@ from __future__ import annotations
 import numpy as np
 
 
-def smooth_one_hot(labels, num_classes, smoothing=0.0):
-    on = np.eye(num_classes, dtype=np.float32)[labels]
-    return on * (1 - smoothing) + smoothing / num_classes
+def draw_mix(batch_size: int, h: int, w: int, rng: np.random.Generator, *, mixup_alpha=0.0,
+             cutmix_alpha=0.0, switch_prob=0.5) -> dict[str, np.ndarray]:
+    """One batch's draws: {"mix_lam": (B,) float32, "mix_box": (B, 4) int32 (y0, y1, x0, x1)}.
 
-
-def mix_batch(video, labels, num_classes, rng: np.random.Generator, *, mixup_alpha=0.0,
-              cutmix_alpha=0.0, switch_prob=0.5, smoothing=0.0):
-    """Returns (video, targets (B, num_classes) float32). With both alphas on, each batch uses
-    cutmix with probability `switch_prob`; lambda is the kept fraction of the original clip."""
-    targets = smooth_one_hot(labels, num_classes, smoothing)
+    Clip i becomes mix_lam·x_i + (1 - mix_lam)·x_j outside mix_box and x_j inside it, j the
+    example at the mirrored place. Mixup: lambda ~ Beta(mixup_alpha, mixup_alpha) and an empty box;
+    cutmix: mix_lam 1 and a box of about (1 - lambda) of the frame, lambda ~ Beta(cutmix_alpha,
+    cutmix_alpha), clipped to the frame. With both alphas on, a batch uses cutmix with probability
+    `switch_prob`."""
+    if mixup_alpha <= 0 and cutmix_alpha <= 0:
+        raise ValueError("draw_mix needs mixup_alpha > 0 or cutmix_alpha > 0")
     use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.random() < switch_prob)
-    if not use_cutmix and mixup_alpha <= 0:
-        return video, targets
     lam = float(rng.beta(*(2 * [cutmix_alpha if use_cutmix else mixup_alpha])))
-    flipped = video[::-1]
+    box = np.zeros(4, np.int32)
     if use_cutmix:
-        h, w = video.shape[2:4]
         ch, cw = int(h * np.sqrt(1 - lam)), int(w * np.sqrt(1 - lam))
         cy, cx = rng.integers(h), rng.integers(w)
-        y0, y1 = np.clip([cy - ch // 2, cy + ch // 2], 0, h)
-        x0, x1 = np.clip([cx - cw // 2, cx + cw // 2], 0, w)
-        video = video.copy()
-        video[:, :, y0:y1, x0:x1] = flipped[:, :, y0:y1, x0:x1]
-        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
-    else:
-        video = (lam * video + (1 - lam) * flipped).astype(video.dtype)
-    return video, (lam * targets + (1 - lam) * targets[::-1]).astype(np.float32)
+        box[:2] = np.clip([cy - ch // 2, cy + ch // 2], 0, h)
+        box[2:] = np.clip([cx - cw // 2, cx + cw // 2], 0, w)
+        lam = 1.0
+    return {"mix_lam": np.full(batch_size, lam, np.float32),
+            "mix_box": np.tile(box, (batch_size, 1))}

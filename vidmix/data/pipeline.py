@@ -2,14 +2,21 @@
 
     loader = make_loader("/data/ucf101", split="train", num_frames=8, image_size=224,
                          batch_size=32, train=True, seed=0)
-    for batch in loader: ...  # video (B, T, H, W, 3), label, video_id, mask [, targets]
+    for batch in loader: ...  # video (B, T, H, W, 3) uint8, frame_index, label, video_id, mask
+
+Clips stay uint8 pixels: the model normalises them on the device with its own `pixel_mean` /
+`pixel_std` (`ModelConfig.normalise`), a quarter of the bytes of float32 and no host time.
 
 Train: shuffle (a new order every epoch, endless), sample a clip, decode its T JPEG frames, one
-random crop / flip / RandAugment chain per clip, normalise, random erasing, batch, then optional
-mixup / cutmix / label smoothing (`targets`). Randomness comes from grain's per-record seeds, so a
-clip depends only on (seed, its place in the shuffled order), never on the number of worker
-processes; with workers, each worker batches its own records, so which clips share a batch does
-depend on `worker_count` (keep it fixed within a run; it is part of the saved iterator state).
+random crop / flip / RandAugment chain per clip, batch. Random erasing and mixup / cutmix act on
+normalised (float) clips, so the host only draws them and the jitted train step applies them
+(`vidmix.training.inputs`): with `random_erasing` each clip carries `erase_box` (4,) (y0, y1, x0,
+x1; empty: not erased) and `erase_seed` (its noise); with `mixup` / `cutmix` each batch carries
+`mix_lam` (B,) and `mix_box` (B, 4) (`mix.draw_mix`). Randomness comes from grain's per-record
+(and per-batch) seeds, so a clip depends only on (seed, its place in the shuffled order), never on
+the number of worker processes; with workers, each worker batches its own records, so which clips
+share a batch does depend on `worker_count` (keep it fixed within a run; it is part of the saved
+iterator state).
 
 Test: every video expands into num_clips x num_crops views, each labelled with its `video_id`
 (the video's index in the split) so an evaluator can combine them. The view list is padded to a
@@ -26,14 +33,11 @@ import math
 from pathlib import Path
 
 import grain
-import ml_dtypes
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags
 
 from vidmix.data import augment, decode, mix, sampling
-
-VIT_MEAN = VIT_STD = (0.5, 0.5, 0.5)  # Google ViT / XViT inputs; TimeSformer uses 0.45 / 0.225
 
 
 def find_dataset(path) -> Path:
@@ -67,12 +71,9 @@ class ClipOptions:
     flip: bool = True
     rand_augment_ops: int = 0  # RandAugment chain length (0: off)
     rand_augment_magnitude: float = 9.0
-    random_erasing: float = 0.0  # probability per clip
+    random_erasing: float = 0.0  # probability per clip (drawn here, applied in the train step)
     num_clips: int = 1  # test views: temporal clips ...
     num_crops: int = 1  # ... times spatial crops (1 or 3)
-    mean: tuple = VIT_MEAN
-    std: tuple = VIT_STD
-    dtype: str = "float32"
 
     def __post_init__(self):
         if self.sampling not in sampling.SAMPLERS:
@@ -81,8 +82,6 @@ class ClipOptions:
         if self.crop not in augment.TRAIN_CROPS:
             raise ValueError(f"unknown crop {self.crop!r}; "
                              f"choose from {sorted(augment.TRAIN_CROPS)}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
 
 
 def stored_frames(record, indices, min_size=None):
@@ -90,19 +89,15 @@ def stored_frames(record, indices, min_size=None):
     return [decode.decode_jpeg(record["frames"][i], min_size) for i in indices]
 
 
-def finish_clip(frames, opts: ClipOptions, rng=None):
-    """uint8 frames -> normalised (T, H, W, 3) array: (x / 255 - mean) / std, in two passes."""
-    video = np.stack([np.asarray(f) for f in frames])
-    std = np.asarray(opts.std, np.float32)
-    out = np.multiply(video, 1 / (255 * std), dtype=np.float32)
-    out -= np.asarray(opts.mean, np.float32) / std
-    if rng is not None and opts.random_erasing > 0:
-        augment.random_erase(out, rng, prob=opts.random_erasing)
-    return out.astype(ml_dtypes.bfloat16) if opts.dtype == "bfloat16" else out
+def stack_frames(frames) -> np.ndarray:
+    """Pillow frames -> one (T, H, W, 3) uint8 array."""
+    return np.stack([np.asarray(f) for f in frames])
 
 
-def train_clip(record, rng: np.random.Generator, opts: ClipOptions):
-    """A random training clip: (normalised video (T, H, W, 3), its stored-frame indices (T,))."""
+def train_clip(record, rng: np.random.Generator, opts: ClipOptions) -> dict:
+    """A random training clip: {"video": (T, H, W, 3) uint8, "frame_index": its stored-frame
+    indices (T,) int32}, and with random erasing on, its draw: "erase_box" (4,) int32 (y0, y1,
+    x0, x1; empty when the clip is not erased) and "erase_seed" (int32, the noise's seed)."""
     n, hw = int(record["num_frames"]), (int(record["height"]), int(record["width"]))
     indices = sampling.SAMPLERS[opts.sampling][0](n, opts.num_frames, opts.stride, rng)
     box = augment.TRAIN_CROPS[opts.crop](*hw, opts.image_size, rng, **dict(opts.crop_kwargs))
@@ -113,11 +108,17 @@ def train_clip(record, rng: np.random.Generator, opts: ClipOptions):
     if opts.rand_augment_ops:
         frames = augment.rand_augment(frames, rng, opts.rand_augment_ops,
                                       opts.rand_augment_magnitude)
-    return finish_clip(frames, opts, rng), indices
+    clip = {"video": stack_frames(frames), "frame_index": indices}
+    if opts.random_erasing > 0:
+        clip["erase_box"] = augment.erase_box(opts.image_size, opts.image_size, rng,
+                                              prob=opts.random_erasing)
+        clip["erase_seed"] = np.int32(rng.integers(2**31))
+    return clip
 
 
 def test_view(record, view: int, opts: ClipOptions):
-    """View `view` = clip * num_crops + crop of one video: (video (T, H, W, 3), indices (T,)).
+    """View `view` = clip * num_crops + crop of one video: (video (T, H, W, 3) uint8, indices
+    (T,)).
 
     `opts.num_frames == -1` takes every stored frame (whole-video models such as VTN)."""
     n, hw = int(record["num_frames"]), (int(record["height"]), int(record["width"]))
@@ -129,7 +130,7 @@ def test_view(record, view: int, opts: ClipOptions):
                                                       opts.num_clips)[clip]
     box = augment.test_boxes(*hw, opts.image_size, opts.num_crops)[crop]
     frames = stored_frames(record, indices, augment.draft_size(box, opts.image_size, hw))
-    return finish_clip(augment.crop_resize(frames, box, opts.image_size, hw), opts), indices
+    return stack_frames(augment.crop_resize(frames, box, opts.image_size, hw)), indices
 
 
 # ---- grain pieces ---------------------------------------------------------------------------
@@ -176,8 +177,7 @@ class TrainClip(grain.transforms.RandomMap):
 
     def random_map(self, element, rng):
         video_id, record = element
-        video, index = train_clip(record, rng, self.opts)
-        return {"video": video, "frame_index": index, "label": np.int32(record["label"]),
+        return {**train_clip(record, rng, self.opts), "label": np.int32(record["label"]),
                 "video_id": np.int32(video_id), "mask": np.float32(1)}
 
 
@@ -188,8 +188,7 @@ class TestView(grain.transforms.Map):
     def map(self, element):
         if element is None:  # padding
             shape = (self.opts.num_frames, self.opts.image_size, self.opts.image_size, 3)
-            dtype = ml_dtypes.bfloat16 if self.opts.dtype == "bfloat16" else np.float32
-            return {"video": np.zeros(shape, dtype),
+            return {"video": np.zeros(shape, np.uint8),
                     "frame_index": np.arange(self.opts.num_frames, dtype=np.int32),
                     "label": np.int32(0), "video_id": np.int32(-1), "mask": np.float32(0)}
         video_id, view, record = element
@@ -199,13 +198,14 @@ class TestView(grain.transforms.Map):
 
 
 class MixBatch(grain.transforms.RandomMap):
-    def __init__(self, num_classes, **kwargs):
-        self.num_classes, self.kwargs = num_classes, kwargs
+    """Adds one batch's mixup / cutmix draws (`mix.draw_mix`); the train step mixes."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
 
     def random_map(self, batch, rng):
-        video, targets = mix.mix_batch(batch["video"], batch["label"], self.num_classes, rng,
-                                       **self.kwargs)
-        return {**batch, "video": video, "targets": targets}
+        b, _, h, w, _ = batch["video"].shape
+        return {**batch, **mix.draw_mix(b, h, w, rng, **self.kwargs)}
 
 
 @dataclasses.dataclass
@@ -243,14 +243,13 @@ def make_loader(data_dir, split: str, num_frames: int, image_size: int, batch_si
                 train: bool, seed: int = 0, *, worker_count: int = 0, worker_buffer_size: int = 2,
                 shard_index: int | None = None, shard_count: int | None = None,
                 num_epochs: int | None = None, flip: bool | None = None, mixup: float = 0.0,
-                cutmix: float = 0.0, label_smoothing: float = 0.0,
-                **clip_options) -> VideoLoader:
-    """A loader of `batch_size` clips per batch for this process (see the module docstring).
+                cutmix: float = 0.0, **clip_options) -> VideoLoader:
+    """A loader of `batch_size` uint8 clips per batch for this process (see the module docstring).
 
-    flip: None follows the dataset (off for SSv2 and the synthetic tasks). mixup / cutmix (their
-    Beta alpha) and label_smoothing add soft `targets` (train only). clip_options: the fields of
-    `ClipOptions` (sampling, stride, crop, rand_augment_ops, random_erasing, num_clips,
-    num_crops, mean, std, dtype, ...). num_epochs: train passes (None: endless).
+    flip: None follows the dataset (off for SSv2 and the synthetic tasks). mixup / cutmix: their
+    Beta alpha (train only; batches carry the draws, the train step mixes). clip_options: the
+    fields of `ClipOptions` (sampling, stride, crop, rand_augment_ops, random_erasing, num_clips,
+    num_crops, ...). num_epochs: train passes (None: endless).
     """
     builder, _ = open_dataset(data_dir)
     if split not in builder.info.splits:
@@ -271,9 +270,8 @@ def make_loader(data_dir, split: str, num_frames: int, image_size: int, batch_si
             raise ValueError(f"split {split!r} has {len(source)} videos: fewer than one batch of "
                              f"{batch_size} per process x {count} processes")
         ops = [TrainClip(opts), grain.transforms.Batch(batch_size, drop_remainder=True)]
-        if mixup or cutmix or label_smoothing:
-            ops.append(MixBatch(len(class_names), mixup_alpha=mixup, cutmix_alpha=cutmix,
-                                smoothing=label_smoothing))
+        if mixup or cutmix:
+            ops.append(MixBatch(mixup_alpha=mixup, cutmix_alpha=cutmix))
         data = IndexedSource(source)
         sampler = grain.samplers.IndexSampler(
             len(data), grain.sharding.ShardOptions(index, count, drop_remainder=True),

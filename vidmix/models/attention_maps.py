@@ -171,11 +171,11 @@ def attention_maps(model: nnx.Module, video: jax.Array, *, jit: bool = True,
     logits; see `AttentionMaps` for the structure and shapes.
 
     model: a `VideoClassifier` (XViT, TimeSformer, ViT presets), `VTN` or `PST`. video: the clip
-    exactly as the model takes it, (B, T, H, W, 3), normalised. kwargs go to the model's call
-    (VTN: `positions=`, `mask=`). The model is not modified, and its outputs are those of a plain
-    `model(video, train=False)`: the weights are computed beside the normal attention, from the
-    same queries and keys. Memory: every map is kept, e.g. joint attention stores
-    depth·heads·(1 + T'N)² floats, and VTN's per-frame ViT runs all frames in one pass.
+    exactly as the model takes it, (B, T, H, W, 3), uint8 pixels or normalised floats. kwargs go
+    to the model's call (VTN: `positions=`, `mask=`). The model is not modified, and its outputs
+    are those of a plain `model(video, train=False)`: the weights are computed beside the normal
+    attention, from the same queries and keys. Memory: every map is kept, e.g. joint attention
+    stores depth·heads·(1 + T'N)² floats, and VTN's per-frame ViT runs all frames in one pass.
     """
     if not isinstance(model, (VideoClassifier, VTN, PST)):
         raise TypeError(f"attention_maps takes a VideoClassifier, VTN or PST, got "
@@ -359,8 +359,9 @@ def plot_rollout(video, rollout, *, mean=0.5, std=0.5, alpha: float = 0.5, cmap:
     """Frames (top row) and the rollout over them (bottom row); returns the matplotlib Figure.
 
     video: one clip (T, H, W, 3), or a batch whose first clip is shown; uint8 frames are shown
-    as they are, float frames are un-normalised as x·std + mean (vidmix's ViT inputs: 0.5, 0.5;
-    pass mean=0, std=1 for frames in [0, 1]). rollout: (T', h, w) from `attention_rollout` (or a
+    as they are, float frames are un-normalised as x·std + mean (pass the model's
+    `config.pixel_mean` / `pixel_std`; the defaults are the ViT's 0.5, 0.5; mean=0, std=1 for
+    frames in [0, 1]). rollout: (T', h, w) from `attention_rollout` (or a
     batch, first clip); frame t shows map t // (T / T'), so tubelets show their map on each of
     their frames. One colour scale for the whole clip, so brighter frames drew more of the
     read-out; each panel is titled with its frame's share of the map.

@@ -105,7 +105,7 @@ class VideoViT(nnx.Module):
     def tokens(self, video: jax.Array, *, train: bool = False) -> jax.Array:
         """All output tokens of the last block (before the final norm), in the scheme's layout."""
         self.cfg.check_clip(video)
-        x = self.embed(video.astype(jnp.dtype(self.cfg.dtype)))
+        x = self.embed(self.cfg.normalise(video))
         return self.blocks(x, train=train)
 
     def __call__(self, video: jax.Array, *, train: bool = False, pool: bool = False) -> jax.Array:

@@ -12,7 +12,9 @@ from vidmix.models.heads import HEADS
 
 
 class VideoClassifier(nnx.Module):
-    """`model(video, train=False)`: normalised video (B, T, H, W, 3) -> fp32 logits (B, classes)."""
+    """`model(video, train=False)`: video (B, T, H, W, 3), uint8 pixels (normalised inside with
+    the config's pixel_mean / pixel_std) or already normalised floats -> fp32 logits (B, classes).
+    """
 
     def __init__(self, cfg: VideoViTConfig, *, rngs: nnx.Rngs):
         self.config = cfg

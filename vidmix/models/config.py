@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 # The standard ViT sizes (Dosovitskiy et al. 2021; Ti and S from Touvron et al. 2021).
 VIT_SIZES = {
@@ -27,16 +29,27 @@ SHIFT_MODES = ("zero", "roll")
 PER_FRAME_CLS = ("mixing", "space")
 # Attention kernels (`layers.dot_product_attention`): cuDNN where it can run, else XLA ("auto").
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+# Per-channel (R, G, B) pixel statistics on [0, 1] pixels: the Google ViT files (and XViT) take
+# mean = std = 0.5; TimeSformer's and VTN's releases 0.45 / 0.225; Swin (PST) ImageNet's.
+VIT_PIXELS = dict(pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5))
+KINETICS_PIXELS = dict(pixel_mean=(0.45, 0.45, 0.45), pixel_std=(0.225, 0.225, 0.225))
+IMAGENET_PIXELS = dict(pixel_mean=(0.485, 0.456, 0.406), pixel_std=(0.229, 0.224, 0.225))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """What the config dataclasses of every family share: list fields become tuples (hashable,
     as the registry and cost caches need), `dtype` is normalised, `validate()` runs once;
-    `image_hw`, `replace` and the common checks; the `attention_impl` field."""
+    `image_hw`, `replace` and the common checks; the `attention_impl` and pixel statistics
+    fields, and `normalise`, which turns a video into the model's input."""
 
     # "auto" | "xla" | "cudnn": how every attention of the model runs (`layers.py`)
     attention_impl: str = "auto"
+    # The input normalisation the weights were trained with, per RGB channel on [0, 1] pixels: a
+    # uint8 video is normalised with these inside the model (`normalise`). Presets set their
+    # release's values (VIT_PIXELS, KINETICS_PIXELS, IMAGENET_PIXELS).
+    pixel_mean: tuple[float, float, float] = VIT_PIXELS["pixel_mean"]
+    pixel_std: tuple[float, float, float] = VIT_PIXELS["pixel_std"]
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -44,6 +57,17 @@ class ModelConfig:
                 object.__setattr__(self, field.name, tuple(getattr(self, field.name)))
         object.__setattr__(self, "dtype", jnp.dtype(self.dtype).name)
         choice("attention_impl", self.attention_impl, ATTENTION_IMPLS)
+        for name in ("pixel_mean", "pixel_std"):
+            value = getattr(self, name)
+            try:
+                numbers = tuple(float(v) for v in value)
+            except (TypeError, ValueError):
+                numbers = ()
+            if len(numbers) != 3 or not np.all(np.isfinite(numbers)):
+                raise ValueError(f"{name} must be 3 numbers (R, G, B), got {value!r}")
+            object.__setattr__(self, name, numbers)
+        if min(self.pixel_std) <= 0:
+            raise ValueError(f"pixel_std must be positive, got {self.pixel_std}")
         if hasattr(self, "remat"):
             from vidmix.models.stack import remat_policy
 
@@ -64,6 +88,21 @@ class ModelConfig:
                 f"RGB), got {tuple(video.shape)}; this model was built for num_frames="
                 f"{self.num_frames}, image_size={self.image_size} (make the model with other "
                 "values to take other clips)")
+
+    def normalise(self, video, dtype=None) -> jax.Array:
+        """The model's input from `video` (..., 3): uint8 pixels become (x / 255 - pixel_mean) /
+        pixel_std, computed in float32; a floating video is taken as normalised already. Returned
+        in `dtype` (default: the compute dtype)."""
+        video = jnp.asarray(video)
+        dtype = jnp.dtype(dtype or self.dtype)
+        if video.dtype == jnp.uint8:
+            std = np.asarray(self.pixel_std, np.float32)
+            scale, shift = 1 / (255 * std), np.asarray(self.pixel_mean, np.float32) / std
+            return (video.astype(jnp.float32) * scale - shift).astype(dtype)
+        if not jnp.issubdtype(video.dtype, jnp.floating):
+            raise TypeError(f"a video is uint8 pixels or an already normalised float array, got "
+                            f"{video.dtype}")
+        return video.astype(dtype)
 
     def replace(self, **overrides):
         check_keys(overrides, type(self))

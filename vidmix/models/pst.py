@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vidmix.models.config import ModelConfig, choice
+from vidmix.models.config import IMAGENET_PIXELS, ModelConfig, choice
 from vidmix.models.heads import ClassifierHead
 from vidmix.models.patch_shift import PATTERNS, get_pattern
 from vidmix.models.swin import SwinBackbone
@@ -148,7 +148,9 @@ class PoolHead(ClassifierHead):
 
 
 class PST(nnx.Module):
-    """`model(video, train=False)`: normalised video (B, T, H, W, 3) -> fp32 logits (B, classes)."""
+    """`model(video, train=False)`: video (B, T, H, W, 3), uint8 pixels (normalised inside with
+    the config's pixel_mean / pixel_std) or already normalised floats -> fp32 logits (B, classes).
+    """
 
     def __init__(self, cfg: PSTConfig, *, rngs: nnx.Rngs):
         self.config = cfg
@@ -175,7 +177,7 @@ class PST(nnx.Module):
         return logits.astype(jnp.float32)
 
 
-_PST = dict(num_frames=32, drop_path_rate=0.1, head_dropout_rate=0.5)
+_PST = dict(num_frames=32, drop_path_rate=0.1, head_dropout_rate=0.5, **IMAGENET_PIXELS)
 PRESETS = {
     "pst_tiny": dict(**SWIN_SIZES["T"], **_PST),
     "pst_base": dict(**SWIN_SIZES["B"], **_PST),

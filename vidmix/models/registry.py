@@ -14,7 +14,7 @@ from flax import nnx
 
 from vidmix.models import pst, vtn
 from vidmix.models.classifier import VideoClassifier
-from vidmix.models.config import VIT_SIZES, VideoViTConfig, check_keys
+from vidmix.models.config import KINETICS_PIXELS, VIT_SIZES, VideoViTConfig, check_keys
 
 # config class -> the module it builds, `Module(cfg, rngs=...)`
 MODELS: dict[type, type] = {VideoViTConfig: VideoClassifier}
@@ -26,8 +26,9 @@ FAMILIES: dict[str, type] = {"vit": VideoViTConfig}
 # the official Kinetics value). Official release quirks are options (shift_group=8 and
 # temporal_embed_slots=8 for its 16-frame Kinetics checkpoints).
 _XVIT = dict(attention="mixing", head="temporal_attention", shift_div=8, head_dropout_rate=0.5)
-# TimeSformer (Bertasius et al. 2021): one CLS per clip, linear head, drop-path 0 -> 0.1.
-_TIMESFORMER = dict(head="linear", drop_path_rate=0.1)
+# TimeSformer (Bertasius et al. 2021): one CLS per clip, linear head, drop-path 0 -> 0.1, the
+# release's pixel normalisation (mean 0.45, std 0.225). The others take the ViT's 0.5 / 0.5.
+_TIMESFORMER = dict(head="linear", drop_path_rate=0.1, **KINETICS_PIXELS)
 
 PRESETS: dict[str, tuple[type, dict]] = {name: (VideoViTConfig, fields) for name, fields in {
     "xvit_s16": dict(**VIT_SIZES["S"], **_XVIT),

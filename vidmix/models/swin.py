@@ -316,7 +316,7 @@ class SwinBackbone(nnx.Module):
 
     def __call__(self, video: jax.Array, *, train: bool = False) -> jax.Array:
         self.cfg.check_clip(video)
-        x = self.patch_embed(video.astype(jnp.dtype(self.cfg.dtype)))
+        x = self.patch_embed(self.cfg.normalise(video))
         for stage in self.layers:
             x = stage(x, train=train)
         return self.norm(x)

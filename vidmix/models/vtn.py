@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from vidmix.models.backbone import VideoViT
-from vidmix.models.config import VIT_SIZES, VideoViTConfig, ViTFields
+from vidmix.models.config import KINETICS_PIXELS, VIT_SIZES, VideoViTConfig, ViTFields
 from vidmix.models.heads import MlpHead
 from vidmix.models.layers import capturing
 from vidmix.models.longformer import LongformerEncoder
@@ -118,9 +118,10 @@ def _fold_in(key: jax.Array, i) -> jax.Array:
 class VTN(nnx.Module):
     """`model(video, train=False, positions=None, mask=None)` -> fp32 logits (B, classes).
 
-    video: (B, T, H, W, 3), any T. positions: (B, T) int, each frame's index in the decoded video
-    (default 0 .. T-1). mask: (B, T) bool, the real frames (default all); masked frames (padding
-    of a batch of videos of different lengths) have no effect on the output.
+    video: (B, T, H, W, 3), any T, uint8 pixels or normalised floats (`ModelConfig.normalise`).
+    positions: (B, T) int, each frame's index in the decoded video (default 0 .. T-1). mask:
+    (B, T) bool, the real frames (default all); masked frames (padding of a batch of videos of
+    different lengths) have no effect on the output.
     """
 
     whole_video = True  # takes clips of any length (the trainer evaluates whole videos)
@@ -217,7 +218,7 @@ class VTN(nnx.Module):
         self.check_video(video)
         positions, mask = self.frame_inputs(video, positions, mask)
         dtype = jnp.dtype(cfg.dtype)
-        feats = self.frame_features(video.astype(dtype), train=train)
+        feats = self.frame_features(cfg.normalise(video), train=train)
         feats = jnp.where(mask[..., None], feats, 0)  # padded frames carry nothing
         b = feats.shape[0]
         cls = jnp.broadcast_to(self.cls_token[...].astype(dtype), (b, 1, cfg.width))
@@ -250,10 +251,11 @@ class VTN(nnx.Module):
 
 
 PRESETS = {
-    # ViT-B-VTN of the release: ImageNet ViT-B/16, 3 Longformer layers, window 18, 16-frame clips.
+    # ViT-B-VTN of the release: ImageNet ViT-B/16, 3 Longformer layers, window 18, 16-frame clips,
+    # pixels normalised with mean 0.45, std 0.225.
     "vtn_vit_b16": dict(**VIT_SIZES["B"], temporal_layers=3, temporal_heads=12,
                         temporal_mlp_dim=3072, attention_window=18, max_positions=288,
-                        num_frames=16),
+                        num_frames=16, **KINETICS_PIXELS),
 }
 
 __all__ = ["PRESETS", "VTN", "VTNConfig", "VTNHead"]

@@ -13,8 +13,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "xvit_b16"  # a preset of vidmix.list_models()
-    # any VideoViTConfig field; num_frames / image_size come from config.data, num_classes from
-    # the dataset
+    # any field of the preset's config; num_frames / image_size come from config.data,
+    # num_classes from the dataset. The input normalisation is the model's: pixel_mean and
+    # pixel_std (each preset has its release's; set them for weights trained otherwise)
     c.model.overrides = ml_collections.ConfigDict()
 
     c.init = ml_collections.ConfigDict()  # initial weights through vidmix.load_weights
@@ -39,12 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.crop_kwargs = ml_collections.ConfigDict()  # e.g. scale=(256, 320)
     c.data.flip = ml_collections.config_dict.placeholder(bool)  # None: the dataset decides
     c.data.rand_augment_ops = 0
-    c.data.random_erasing = 0.0
+    c.data.random_erasing = 0.0  # these three are drawn by the loader, applied in the train step
     c.data.mixup = 0.0
     c.data.cutmix = 0.0
-    c.data.mean = (0.5, 0.5, 0.5)  # the pretrained weights' input normalisation
-    c.data.std = (0.5, 0.5, 0.5)
-    c.data.dtype = "float32"
     c.data.worker_count = 0
 
     c.train = ml_collections.ConfigDict()

@@ -2,11 +2,12 @@
 model folder (`vidmix.save_pretrained`, `python -m vidmix.export`) alone.
 
 The video goes through exactly the evaluation path: decoded with PyAV, resized to the dataset's
-short side, stored-frame JPEG round trip (what training saw), the config's K clips x S crops,
-scores combined per the config, then a softmax. With `config.eval.num_frames=-1` a whole-video
-model (VTN) sees every frame of the video in one pass. From a folder, the short side, frames,
-sampling, views and normalisation are the folder's `preprocessing` (what it lacks comes from the
-config, with a warning), and the labels its class names: no workdir and no dataset are read.
+short side, stored-frame JPEG round trip (what training saw), the config's K clips x S crops as
+uint8 views (the model normalises them), scores combined per the config, then a softmax. With
+`config.eval.num_frames=-1` a whole-video model (VTN) sees every frame of the video in one pass.
+From a folder, the short side, frames, sampling and views are the folder's `preprocessing` (what
+it lacks comes from the config, with a warning), the normalisation its model's config, and the
+labels its class names: no workdir and no dataset are read.
 """
 
 from __future__ import annotations
@@ -84,8 +85,7 @@ def predict_from_folder(config, model_dir: str, video: str) -> list[tuple[str, f
         names = [str(i) for i in range(model.config.num_classes)]
     opts = ClipOptions(image_size=pre["image_size"], num_clips=pre["num_clips"],
                        num_crops=pre["num_crops"], num_frames=pre["num_frames"],
-                       sampling=pre["sampling"], stride=pre["stride"], mean=tuple(pre["mean"]),
-                       std=tuple(pre["std"]), dtype=config.data.dtype)
+                       sampling=pre["sampling"], stride=pre["stride"])
     batch, mask = _views(video_record(video, pre["short_side"]), opts)
     graphdef, params, rest = split_model(model)
     logits = jax.jit(make_eval_step(graphdef))(params, batch, rest)

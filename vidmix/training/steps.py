@@ -3,7 +3,8 @@
 The model is split once into a static graphdef, its parameters, and the rest (RNG streams). A
 train state is {"params", "opt_state", "step"}; dropout and drop-path draw fresh keys from
 (seed, step) inside the step, so a run is a function of its state and data only (what makes
-bitwise resumption possible).
+bitwise resumption possible). Batches hold uint8 clips: the model normalises them; random erasing
+and mixup / cutmix drawn by the loader are applied here (`inputs.train_inputs`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+
+from vidmix.training.inputs import train_inputs
 
 
 def split_model(model):
@@ -27,13 +30,9 @@ def forward(model, batch, *, train: bool):
     return model(batch["video"], train=train)
 
 
-def loss_and_metrics(logits, batch, num_classes: int, label_smoothing: float):
-    """Mean cross-entropy over unmasked examples; soft `targets` (mixup) if the batch has them."""
-    if "targets" in batch:
-        targets = batch["targets"].astype(jnp.float32)
-    else:
-        targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes),
-                                      label_smoothing)
+def loss_and_metrics(logits, targets, batch):
+    """Mean cross-entropy against soft `targets` (B, classes) over the batch's unmasked examples,
+    and top-1 accuracy against its labels: (loss, {"loss", "accuracy"})."""
     mask = batch["mask"].astype(jnp.float32)
     losses = optax.softmax_cross_entropy(logits, targets)
     count = jnp.maximum(mask.sum(), 1.0)
@@ -54,10 +53,11 @@ def make_train_step(graphdef, tx, *, num_classes: int, label_smoothing: float = 
         model = nnx.merge(graphdef, state["params"], rest)
         if stochastic:
             nnx.reseed(model, dropout=jax.random.fold_in(base_key, state["step"]))
+        video, targets = train_inputs(batch, model.config, num_classes, label_smoothing)
 
         def loss_fn(model):
-            logits = forward(model, batch, train=True)
-            return loss_and_metrics(logits, batch, num_classes, label_smoothing)
+            logits = forward(model, {**batch, "video": video}, train=True)
+            return loss_and_metrics(logits, targets, batch)
 
         grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
         (loss, metrics), grads = grad_fn(model)

@@ -65,9 +65,7 @@ def ensure_dataset(config) -> str:
 
 
 def loader_options(config) -> dict:
-    d = config.data
-    return dict(sampling=d.sampling, stride=d.stride, mean=tuple(d.mean), std=tuple(d.std),
-                dtype=d.dtype)
+    return dict(sampling=config.data.sampling, stride=config.data.stride)
 
 
 def train_loader(config, data_dir, per_process_batch):
@@ -76,12 +74,9 @@ def train_loader(config, data_dir, per_process_batch):
                         for k, v in d.crop_kwargs.to_dict().items())
     return make_loader(data_dir, d.train_split, d.num_frames, d.image_size, per_process_batch,
                        train=True, seed=config.seed, worker_count=d.worker_count,
-                       flip=d.flip, mixup=d.mixup, cutmix=d.cutmix,
-                       # with mixup/cutmix the host builds soft targets, smoothing included;
-                       # otherwise the train step smooths the one-hot labels
-                       label_smoothing=config.train.label_smoothing if d.mixup or d.cutmix else 0,
-                       crop=d.crop, crop_kwargs=crop_kwargs,
-                       rand_augment_ops=d.rand_augment_ops, random_erasing=d.random_erasing,
+                       flip=d.flip, mixup=d.mixup, cutmix=d.cutmix, crop=d.crop,
+                       crop_kwargs=crop_kwargs, rand_augment_ops=d.rand_augment_ops,
+                       random_erasing=d.random_erasing,
                        **loader_options(config))
 
 
@@ -93,11 +88,12 @@ def eval_clip(config) -> dict:
 
 def eval_preprocessing(config, short_side: int | None) -> dict:
     """What the config's evaluation does to a video, as a model folder's `preprocessing`
-    (`vidmix.save_pretrained`): normalisation, clip, views and how they are combined."""
+    (`vidmix.save_pretrained`): clip, views and how they are combined (the normalisation is the
+    model's own, `pixel_mean` / `pixel_std`)."""
     d, e = config.data, config.eval
-    options = {k: v for k, v in loader_options(config).items() if k != "dtype"}
-    return {**options, **eval_clip(config), "image_size": d.image_size, "short_side": short_side,
-            "num_clips": e.num_clips, "num_crops": e.num_crops, "combine": e.combine}
+    return {**loader_options(config), **eval_clip(config), "image_size": d.image_size,
+            "short_side": short_side, "num_clips": e.num_clips, "num_crops": e.num_crops,
+            "combine": e.combine}
 
 
 def eval_loader(config, data_dir, per_process_batch):
@@ -166,9 +162,24 @@ def per_process_batch(batch_size: int, mesh, what: str) -> int:
     return batch_size // p
 
 
+# Keys of older configs (and of the config.json of older runs): the normalisation, now the
+# model's pixel statistics.
+LEGACY_DATA_KEYS = {"mean": "pixel_mean", "std": "pixel_std"}
+
+
 def _model_overrides(config, num_classes):
     overrides = dict(config.model.overrides.to_dict())
     overrides.update(num_frames=config.data.num_frames, image_size=config.data.image_size)
+    for old, new in LEGACY_DATA_KEYS.items():
+        if old not in config.data:
+            continue
+        value = tuple(config.data[old])
+        if tuple(overrides.setdefault(new, value)) != value:
+            raise ValueError(f"config.data.{old}={value} and config.model.overrides.{new}="
+                             f"{tuple(overrides[new])} disagree; the normalisation is the "
+                             f"model's: keep only config.model.overrides.{new}")
+        log.warning("config.data.%s (an older config) is read as the model's %s=%s; set "
+                    "config.model.overrides.%s instead", old, new, value, new)
     wanted = overrides.setdefault("num_classes", num_classes)
     if wanted != num_classes:
         raise ValueError(f"config.model.overrides.num_classes={wanted} but the dataset has "
@@ -380,8 +391,8 @@ def train(config, workdir: str) -> dict:
 
 def _folder_experiment(config, model_dir: str) -> Experiment:
     """An Experiment that evaluates the model folder `model_dir` (`vidmix.save_pretrained`) on
-    the config's dataset and views. The model's input format is the folder's: clip frames and
-    image size from its config; normalisation, sampling and stride from its preprocessing."""
+    the config's dataset and views. The model's input format is the folder's: clip frames, image
+    size and normalisation from its config; sampling and stride from its preprocessing."""
     import copy
 
     from vidmix.checkpoints.pretrained import from_pretrained, read_config
@@ -395,15 +406,11 @@ def _folder_experiment(config, model_dir: str) -> Experiment:
     pre = info.get("preprocessing") or {}
     config = copy.deepcopy(config)
     config.data.num_frames, config.data.image_size = cfg.num_frames, cfg.image_size
-    for key in ("mean", "std"):
-        if key in pre:
-            config.data[key] = tuple(pre[key])
     for key in ("sampling", "stride"):
         if key in pre:
             config.data[key] = pre[key]
-    log.info("evaluating %s: %d frames of %d px, mean %s, std %s, %s sampling", model_dir,
-             cfg.num_frames, cfg.image_size, tuple(config.data.mean), tuple(config.data.std),
-             config.data.sampling)
+    log.info("evaluating %s: %d frames of %d px, pixel mean %s, std %s, %s sampling", model_dir,
+             cfg.num_frames, cfg.image_size, cfg.pixel_mean, cfg.pixel_std, config.data.sampling)
     data_dir = ensure_dataset(config)
     builder, _ = open_dataset(data_dir)
     class_names = list(builder.info.features["label"].names)
