@@ -180,6 +180,9 @@ def _model_overrides(config, num_classes):
                              f"model's: keep only config.model.overrides.{new}")
         log.warning("config.data.%s (an older config) is read as the model's %s=%s; set "
                     "config.model.overrides.%s instead", old, new, value, new)
+    if "dtype" in config.data:
+        log.warning("config.data.dtype (an older config) is not used: clips are uint8, and the "
+                    "model computes in config.model.overrides.dtype")
     wanted = overrides.setdefault("num_classes", num_classes)
     if wanted != num_classes:
         raise ValueError(f"config.model.overrides.num_classes={wanted} but the dataset has "
