@@ -105,7 +105,9 @@ def _head(cfg: VideoViTConfig, keys) -> tuple[Mapping, str]:
              **_block("head/block", "consensus.temporal_encoder.0", qkv_bias=False),
              **torch_norm("head/norm", "consensus.mlp_head.0"),
              **torch_linear("head/pre_logits", "consensus.mlp_head.1"),
-             **torch_linear("head/classifier", "consensus.mlp_head.4")}
+             **torch_linear("head/classifier", "consensus.mlp_head.4"),
+             "head/positions": zeros("the release's head has no positions: zeros keep its "
+                                     "function")}
         return m, "the release's unused per-frame classifier"
     if "head.weight" not in keys:
         return fresh("the checkpoint has no classifier: new head")

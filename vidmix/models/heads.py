@@ -86,10 +86,16 @@ class AvgHead(_ViTClassifierHead):
 
 
 class TemporalAttentionHead(MlpHead):
-    """XViT's clip head: one transformer block over [token; frame features], no positions.
+    """XViT's clip head: one transformer block over [token; frame features].
 
     qkv without bias and LayerNorm eps 1e-5 as in the release; then token 0 -> LayerNorm ->
     Dense(D) -> GELU -> Dropout -> Dense(classes) (`MlpHead`). Dropout also on the input features.
+
+    With `cfg.head_positions` (the default) a learned position per frame, N(0, 0.02) in a fresh
+    model, is added to the frame features: the release's head has none, which makes it a function
+    of the *set* of frame features, blind to their order, and from scratch that keeps XViT at
+    chance on order-only tasks (docs/learning.md). Release checkpoints load with zero positions,
+    which is exactly their function; `head_positions=False` is the release's structure.
     """
 
     pool_frames = False
@@ -102,9 +108,14 @@ class TemporalAttentionHead(MlpHead):
                                  eps=1e-5, dtype=dtype, rngs=rngs)
         self.init_mlp(d, d, cfg.num_classes, eps=1e-5, dropout_rate=cfg.head_dropout_rate,
                       dtype=dtype, rngs=rngs)
+        self.positions = (nnx.Param(0.02 * jax.random.normal(rngs.params(),
+                                                             (cfg.token_frames, d)))
+                          if cfg.head_positions else nnx.data(None))
 
     def __call__(self, feats: jax.Array, *, train: bool = False) -> jax.Array:
         b, _, d = feats.shape
+        if self.positions is not None:
+            feats = feats + self.positions[...].astype(feats.dtype)
         feats = self.dropout(feats, deterministic=not train)
         token = jnp.broadcast_to(self.token[...].astype(feats.dtype), (b, 1, d))
         x = self.block(jnp.concatenate([token, feats], axis=1), train=train)[:, 0]
