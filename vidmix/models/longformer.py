@@ -41,9 +41,9 @@ bert_init = nnx.initializers.normal(0.02)
 Dropout = Callable[[jax.Array], jax.Array] | None
 
 
-# Attention kernels: q, k, v are (B, L, heads, head_dim), `valid` (B, L) bool; the softmax is
-# `layers.dot_product_attention` (fused kernels where they serve; with dropout on the weights, in
-# training, the weights in the open) -------------------------------------------------------------
+# Attention kernels: q, k, v are (B, L, heads, head_dim), `valid` (B, L) bool. Every softmax is
+# `layers.dot_product_attention`: a fused kernel where one serves, the explicit form in training
+# with dropout on the weights. ---------------------------------------------------------------------
 def global_attention(qg: jax.Array, kg: jax.Array, vg: jax.Array, valid: jax.Array,
                      dropout: Dropout = None, implementation: str = "auto") -> jax.Array:
     """The global tokens' rows: queries qg (B, G, H, d) over every valid key of kg, vg."""
