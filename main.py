@@ -7,8 +7,8 @@
     python main.py --mode=predict --model=/models/arrow_of_time --video=clip.mp4   # a model folder
     python main.py --mode=zoo --config.zoo.models=xvit_b16,vit_b16
 
-Modes: train (resumes from the workdir), eval (multi-view, latest checkpoint), predict (top-k
-labels of one video), zoo (presets with parameters and GFLOPs per view). `--model=FOLDER` (a
+Modes: train (resumes from the workdir), eval (multi-view, newest intact checkpoint), predict
+(top-k labels of one video), zoo (presets with parameters and GFLOPs per view). `--model=FOLDER` (a
 model folder: `vidmix.save_pretrained`, `python -m vidmix.convert`, `python -m vidmix.export`)
 makes eval and predict use it instead of the workdir's checkpoint. With several processes
 (e.g. a TPU pod slice) `jax.distributed.initialize()` is called first.
