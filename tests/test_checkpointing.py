@@ -128,3 +128,17 @@ def test_a_step_saved_without_checksums_restores_with_a_warning(saved, caplog):
         step, params = Checkpoints(saved, read_only=True).restore_params()
     assert step == 3 and float(params["b"][0]) == 3.0
     assert "has no checksums" in caplog.text
+
+
+def test_an_altered_iterator_state_is_caught(saved, caplog):
+    path = os.path.join(saved, "3", "data", "process_0-of-1.json")
+    with open(path) as f:
+        state = json.load(f)
+    state["next_index"] = 7  # parses, but is not where step 3 left the data
+    with open(path, "w") as f:
+        json.dump(state, f)
+    it = _iterator()
+    with caplog.at_level(logging.WARNING, "vidmix"):
+        restored = Checkpoints(saved).restore(_state(0), _shardings(_state(0)), it)
+    assert int(restored["step"]) == 2 and it.get_state() == {"next_index": 2}
+    assert "step 3" in caplog.text and "data-iterator state of process 0 differs" in caplog.text
