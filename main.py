@@ -7,8 +7,8 @@
     python main.py --mode=predict --model=/models/arrow_of_time --video=clip.mp4   # a model folder
     python main.py --mode=zoo --config.zoo.models=xvit_b16,vit_b16
 
-Modes: train (resumes from the workdir), eval (multi-view, latest checkpoint), predict (top-k
-labels of one video), zoo (presets with parameters and GFLOPs per view). `--model=FOLDER` (a
+Modes: train (resumes from the workdir), eval (multi-view, newest intact checkpoint), predict
+(top-k labels of one video), zoo (presets with parameters and GFLOPs per view). `--model=FOLDER` (a
 model folder: `vidmix.save_pretrained`, `python -m vidmix.convert`, `python -m vidmix.export`)
 makes eval and predict use it instead of the workdir's checkpoint. With several processes
 (e.g. a TPU pod slice) `jax.distributed.initialize()` is called first.
@@ -24,8 +24,8 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from vidmix.training.config_checks import ConfigError
 from vidmix.training.config_checks import problems as config_problems
+from vidmix.training.errors import UserError
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 config_flags.DEFINE_config_file("config", os.path.join(_HERE, "configs", "default.py"),
@@ -126,8 +126,8 @@ def main(argv):
     vidmix_log.propagate = False
     try:
         MODES[mode](config, FLAGS.workdir or default_workdir())
-    except ConfigError as e:  # a user's mistake found once the data is known: one clear line
-        sys.exit(f"error: {e}")
+    except UserError as e:  # a config mistake found once the data is known, a damaged
+        sys.exit(f"error: {e}")  # checkpoint: one clear line
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Export a training run's checkpoint as a model folder.
 
-    python -m vidmix.export runs/default /models/arrow_of_time            # the latest checkpoint
+    python -m vidmix.export runs/default /models/arrow_of_time     # the newest intact checkpoint
     python -m vidmix.export runs/default /models/arrow_of_time --step 200
 
 Reads only the run's workdir: `config.json` (the run config), `class_names.json` and the
-parameters of one orbax checkpoint in `checkpoints/` (not the optimiser state). The dataset is not
+parameters of one orbax checkpoint in `checkpoints/` (not the optimiser state), verified against
+its checksums; without --step, the newest intact one. The dataset is not
 needed; when it is there, its stored short side is recorded for prediction (otherwise the
 builder's default for the dataset kind, or `--short_side`). The folder gets the run's model config
 (its normalisation included), class names and inference preprocessing (frames, sampling and the
@@ -19,15 +20,17 @@ import argparse
 import json
 import logging
 import os
+import sys
 
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from vidmix.checkpoints.mapping import unstack
 from vidmix.checkpoints.pretrained import load_folder_tensors, save_pretrained
 from vidmix.models import build_model, model_config
+from vidmix.training.checkpointing import Checkpoints, key_names
+from vidmix.training.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -70,35 +73,21 @@ def dataset_short_side(config) -> int | None:
 
 
 def restore_params(directory: str, step: int | None = None) -> tuple[int, dict[str, np.ndarray]]:
-    """(step, {vidmix name: array}): the parameters of one checkpoint of a run, as numpy arrays,
-    without its optimiser state or data-iterator state."""
+    """(step, {vidmix name: array}): the parameters of one checkpoint of a run (default: the
+    newest intact one), verified, as numpy arrays, without its optimiser or data-iterator state."""
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no checkpoints in {directory}; train first")
-    manager = ocp.CheckpointManager(directory,
-                                    item_handlers={"state": ocp.PyTreeCheckpointHandler()})
+    checkpoints = Checkpoints(directory, read_only=True)
     try:
-        steps = manager.all_steps()
-        if not steps:
-            raise FileNotFoundError(f"no checkpoints in {directory}; train first")
-        if step is None:
-            step = manager.latest_step()
-        elif step not in steps:
-            raise ValueError(f"no checkpoint of step {step} in {directory}; its steps: "
-                             f"{', '.join(map(str, sorted(steps)))}")
-        saved = manager.item_metadata(step)["state"]
-        tree = getattr(saved, "tree", saved)
-        if not isinstance(tree, dict) or "params" not in tree:
-            raise ValueError(f"checkpoint {step} in {directory} holds no 'params'")
-        target = {"params": jax.tree.map(lambda m: np.zeros((), m.dtype), tree["params"])}
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-        args = ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            item=target, restore_args=restore_args, partial_restore=True))
-        params = manager.restore(step, args=args)["state"]["params"]
+        found = checkpoints.restore_params(step=step)
     finally:
-        manager.close()
+        checkpoints.close()
+    if found is None:
+        raise FileNotFoundError(f"no checkpoints in {directory}; train first")
+    step, params = found
     flat = {}
     for path, value in jax.tree_util.tree_flatten_with_path(params)[0]:
-        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+        keys = key_names(path)
         if keys[-1] == "value":  # an nnx Variable saved as {"value": array}
             keys = keys[:-1]
         flat["/".join(keys)] = np.asarray(value)
@@ -107,9 +96,9 @@ def restore_params(directory: str, step: int | None = None) -> tuple[int, dict[s
 
 def export(workdir: str, out: str, *, step: int | None = None,
            short_side: int | None | str = "dataset") -> tuple[str, int]:
-    """Write the model of run `workdir` (checkpoint `step`, default the latest) to folder `out`;
-    returns (the folder's path, the step). short_side: recorded for prediction; "dataset": the
-    run's dataset's (or its kind's default when the dataset is not here)."""
+    """Write the model of run `workdir` (checkpoint `step`, default the newest intact one) to
+    folder `out`; returns (the folder's path, the step). short_side: recorded for prediction;
+    "dataset": the run's dataset's (or its kind's default when the dataset is not here)."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
     config, names = read_run(workdir)
     cfg = run_model_config(config, len(names))
@@ -131,7 +120,8 @@ def main(argv=None) -> str:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("workdir", help="the training run's workdir")
     parser.add_argument("out", help="output model folder (must not hold a model yet)")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    parser.add_argument("--step", type=int, default=None,
+                        help="checkpoint step (default: the newest intact one)")
     parser.add_argument("--short_side", type=int, default=None,
                         help="short side videos are resized to before cropping (0: none; "
                              "default: the run's dataset's)")
@@ -144,4 +134,7 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:  # a damaged checkpoint: one line, as main.py prints it
+        sys.exit(f"error: {e}")

@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from vidmix.training.errors import UserError
+
 # A rule: (predicate, what is valid), the text completing "must be ...".
 Rule = tuple[Callable[[object], bool], str]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value out of its valid range (a user's mistake, reported without a traceback)."""
 
 

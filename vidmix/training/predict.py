@@ -1,5 +1,5 @@
-"""Predict the top-k labels of one video file with a trained run's latest checkpoint, or with a
-model folder (`vidmix.save_pretrained`, `python -m vidmix.export`) alone.
+"""Predict the top-k labels of one video file with a trained run's newest intact checkpoint, or
+with a model folder (`vidmix.save_pretrained`, `python -m vidmix.export`) alone.
 
 The video goes through exactly the evaluation path: decoded with PyAV, resized to the dataset's
 short side, stored-frame JPEG round trip (what training saw), the config's K clips x S crops as
@@ -22,8 +22,13 @@ from vidmix.data import decode, open_dataset
 from vidmix.data.pipeline import ClipOptions, test_view
 from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
-from vidmix.training.checkpointing import Checkpoints, abstract_like
-from vidmix.training.trainer import _eval_step_fn, eval_clip, loader_options, setup
+from vidmix.training.trainer import (
+    _eval_step_fn,
+    checkpoint_params,
+    eval_clip,
+    loader_options,
+    setup,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +99,7 @@ def predict_from_folder(config, model_dir: str, video: str) -> list[tuple[str, f
 
 def predict(config, workdir: str, video: str, *, model_dir: str | None = None
             ) -> list[tuple[str, float]]:
-    """Top-k labels of `video` by the workdir's latest checkpoint, or by the model folder
+    """Top-k labels of `video` by the workdir's newest intact checkpoint, or by the model folder
     `model_dir` when given (then the workdir is not read)."""
     if not video or not os.path.isfile(video):
         raise FileNotFoundError(f"--video={video!r} is not a file")
@@ -102,11 +107,7 @@ def predict(config, workdir: str, video: str, *, model_dir: str | None = None
         return predict_from_folder(config, model_dir, video)
     workdir = os.path.abspath(workdir)
     exp = setup(config, workdir, for_training=False)
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), 1, 1)
-    state = checkpoints.restore_state(abstract_like(exp.state, exp.state_shardings))
-    checkpoints.close()
-    if state is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first")
+    params = checkpoint_params(exp, workdir)
     names = exp.class_names
     names_file = os.path.join(workdir, "class_names.json")
     if os.path.exists(names_file):  # the labels the run was trained with
@@ -119,5 +120,5 @@ def predict(config, workdir: str, video: str, *, model_dir: str | None = None
                        num_crops=config.eval.num_crops,
                        **{**loader_options(config), **eval_clip(config)})
     batch, mask = _views(record, opts, pad_to=exp.mesh.size)
-    logits = _eval_step_fn(exp)(state["params"], mesh_lib.global_batch(batch, exp.mesh))
+    logits = _eval_step_fn(exp)(params, mesh_lib.global_batch(batch, exp.mesh))
     return _top_k(logits, mask, config.eval.combine, names, config.predict.top_k)

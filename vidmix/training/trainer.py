@@ -307,7 +307,8 @@ def _finish_eval(exp, workdir, metrics, scores_labels):
 
 
 def train(config, workdir: str) -> dict:
-    """Trains (resuming from the workdir's latest checkpoint), evaluates, returns the metrics."""
+    """Trains (resuming from the workdir's newest intact checkpoint), evaluates, returns the
+    metrics."""
     from tqdm import tqdm
 
     workdir = os.path.abspath(workdir)
@@ -322,7 +323,7 @@ def train(config, workdir: str) -> dict:
                               config.train.keep_checkpoints)
     it = iter(loader)
     state = exp.state
-    restored = checkpoints.restore_latest(state, exp.state_shardings, it)
+    restored = checkpoints.restore(state, exp.state_shardings, it)
     if restored is not None:
         state = restored
         log.info("resumed from step %d in %s", int(state["step"]), checkpoints.directory)
@@ -435,9 +436,24 @@ def _folder_experiment(config, model_dir: str) -> Experiment:
                       data_dir, 0, cfg)
 
 
+def checkpoint_params(exp: Experiment, workdir: str):
+    """The parameters of the workdir's newest intact checkpoint (not its optimiser state)."""
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
+    try:
+        found = checkpoints.restore_params(abstract_like(exp.state["params"],
+                                                         exp.state_shardings["params"]))
+    finally:
+        checkpoints.close()
+    if found is None:
+        raise FileNotFoundError(f"no checkpoint in {checkpoints.directory}; train first "
+                                f"(--mode=train --workdir={workdir})")
+    log.info("using step %d of %s", found[0], checkpoints.directory)
+    return found[1]
+
+
 def evaluate(config, workdir: str | None, *, model_dir: str | None = None) -> dict:
-    """Evaluates the workdir's latest checkpoint with the config's views; with `model_dir`, the
-    model folder instead (the workdir, if given, only receives confusion.png)."""
+    """Evaluates the workdir's newest intact checkpoint with the config's views; with
+    `model_dir`, the model folder instead (the workdir, if given, only receives confusion.png)."""
     if model_dir:
         exp = _folder_experiment(config, model_dir)
         per_process = per_process_batch(config.eval.batch_size, exp.mesh,
@@ -450,14 +466,9 @@ def evaluate(config, workdir: str | None, *, model_dir: str | None = None) -> di
         return _finish_eval(exp, os.path.abspath(workdir), metrics, scores)
     workdir = os.path.abspath(workdir)
     exp = setup(config, workdir, for_training=False)
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), 1, 1)
-    state = checkpoints.restore_state(abstract_like(exp.state, exp.state_shardings))
-    if state is None:
-        raise FileNotFoundError(f"no checkpoint in {checkpoints.directory}; train first "
-                                f"(--mode=train --workdir={workdir})")
+    params = checkpoint_params(exp, workdir)
     per_process = per_process_batch(config.eval.batch_size, exp.mesh, "config.eval.batch_size")
-    metrics, scores = run_eval(exp, state["params"], _eval_step_fn(exp),
+    metrics, scores = run_eval(exp, params, _eval_step_fn(exp),
                                eval_loader(config, exp.data_dir, per_process))
-    checkpoints.close()
     return _finish_eval(exp, workdir, metrics, scores)
 
