@@ -117,6 +117,15 @@ def test_short_sequences_take_the_dense_kernel(rng, monkeypatch):
     assert seen == [(2, 7, 2, 8)]
 
 
+def test_gelu_recomputed_is_bitwise_jax_gelu(rng):
+    x, w = arrays(rng, (64, 300), (64, 300))
+    x = 3 * x
+    exact = lambda a: jax.nn.gelu(a, approximate=False)
+    np.testing.assert_array_equal(jax.jit(layers.gelu)(x), jax.jit(exact)(x))
+    grad = lambda f: jax.jit(jax.grad(lambda a: (f(a) * w).sum()))(x)
+    np.testing.assert_array_equal(grad(layers.gelu), grad(exact))
+
+
 # multihead_attention: implementations, several batch axes, long sequences ----------------------
 def test_multihead_chunked_path_matches_dense_with_batch_axes(rng, monkeypatch):
     """Long key sequences take the chunked path (here made "long" by lowering the threshold)."""

@@ -228,8 +228,20 @@ class Attention(nnx.Module):
         return self.dropout(self.proj(out), deterministic=not train)
 
 
+@jax.checkpoint
+def gelu(x: jax.Array) -> jax.Array:
+    """The exact (erf) GELU, `jax.nn.gelu(x, approximate=False)`, whose backward pass recomputes
+    it from x. Differentiated as is, JAX keeps the erfc and exp terms of its derivative from the
+    forward pass, and XLA computes each in a pass of its own over the (tokens, hidden) array; when
+    they are recomputed, XLA fuses the forward GELU into one pass and its derivative into the
+    backward's. Same values; measured on a 2-core CPU, an MLP of 384 -> 1536 -> 384 channels on
+    1,572 tokens (forward and backward) takes 37 ms instead of 58.
+    """
+    return jax.nn.gelu(x, approximate=False)
+
+
 class Mlp(nnx.Module):
-    """Two linear layers with an exact (erf) GELU between them."""
+    """Two linear layers with an exact (erf) GELU between them (`gelu`)."""
 
     def __init__(self, dim: int, hidden: int, *, dropout_rate: float = 0.0, dtype=jnp.float32,
                  rngs: nnx.Rngs):
@@ -238,8 +250,7 @@ class Mlp(nnx.Module):
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        x = jax.nn.gelu(self.fc1(x), approximate=False)
-        x = self.dropout(x, deterministic=not train)
+        x = self.dropout(gelu(self.fc1(x)), deterministic=not train)
         return self.dropout(self.fc2(x), deterministic=not train)
 
 
