@@ -12,6 +12,7 @@ import vidmix
 from vidmix.models import layers
 from vidmix.models.chunked_attention import balanced_chunk, chunked_attention
 from vidmix.models.config import VideoViTConfig
+from vidmix.models.dense_attention import dense_attention
 from vidmix.models.pst import PSTConfig
 from vidmix.models.vtn import VTNConfig
 
@@ -73,6 +74,56 @@ def test_balanced_chunks():
     for length in (1, 9, 513, 1025, 1569, 3137):
         size = balanced_chunk(length, 512)
         assert size <= 512 and -(-length // size) == -(-length // 512)
+
+
+# The dense kernel (short sequences) against JAX's own ----------------------------------------
+def test_dense_matches_jax_forward_and_gradients(rng):
+    q, w = arrays(rng, (2, 37, 3, 16), (2, 37, 3, 16))
+    k, v = arrays(rng, (2, 53, 3, 16), (2, 53, 3, 16))
+    q = 3 * q  # large logits
+    assert rel_err(jax.jit(dense_attention)(q, k, v), dense(q, k, v)) <= 1e-6
+
+    def grads(f, *a):
+        return jax.jit(jax.grad(lambda *x: (f(*x).astype(jnp.float32) * w).sum(),
+                                argnums=(0, 1, 2)))(*a)
+
+    for name, got, want in zip("qkv", grads(dense_attention, q, k, v), grads(dense, q, k, v),
+                               strict=True):
+        assert rel_err(got, want) <= 1e-5, name
+    # bf16: the same value, gradients as close to the float32 ones as JAX's own are
+    half = [a.astype(jnp.bfloat16) for a in (q, k, v)]
+    np.testing.assert_array_equal(dense_attention(*half), dense(*half))
+    exact = grads(dense, q.astype(jnp.bfloat16).astype(jnp.float32), *[
+        a.astype(jnp.float32) for a in half[1:]])
+    for name, got, ref, want in zip("qkv", grads(dense_attention, *half), grads(dense, *half),
+                                    exact, strict=True):
+        assert rel_err(got, want) <= 1.5 * rel_err(ref, want) + 1e-3, name
+
+
+def test_dense_under_vmap_and_second_order(rng):
+    q, k, v = arrays(rng, (3, 1, 13, 2, 8), (3, 1, 19, 2, 8), (3, 1, 19, 2, 8))
+    assert rel_err(jax.jit(jax.vmap(dense_attention))(q, k, v), jax.vmap(dense)(q, k, v)) <= 1e-6
+    second = lambda f: jax.jit(jax.grad(
+        lambda a: jax.grad(lambda b: (f(b, k[0], v[0]) ** 2).sum())(a).sum()))
+    assert rel_err(second(dense_attention)(q[0]), second(dense)(q[0])) <= 1e-4
+
+
+def test_short_sequences_take_the_dense_kernel(rng, monkeypatch):
+    q, k, v = arrays(rng, (2, 5, 16), (2, 7, 16), (2, 7, 16))
+    seen = []
+    monkeypatch.setattr(layers, "dense_attention",
+                        lambda *a: seen.append(a[1].shape) or dense_attention(*a))
+    layers.multihead_attention(q, k, v, 2, implementation="xla")
+    assert seen == [(2, 7, 2, 8)]
+
+
+def test_gelu_recomputed_is_bitwise_jax_gelu(rng):
+    x, w = arrays(rng, (64, 300), (64, 300))
+    x = 3 * x
+    exact = lambda a: jax.nn.gelu(a, approximate=False)
+    np.testing.assert_array_equal(jax.jit(layers.gelu)(x), jax.jit(exact)(x))
+    grad = lambda f: jax.jit(jax.grad(lambda a: (f(a) * w).sum()))(x)
+    np.testing.assert_array_equal(grad(layers.gelu), grad(exact))
 
 
 # multihead_attention: implementations, several batch axes, long sequences ----------------------
