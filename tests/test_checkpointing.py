@@ -20,6 +20,10 @@ from vidmix.training.checkpointing import (
     checksums,
 )
 
+# a read that fails inside orbax leaves its coroutines to an event loop orbax has closed; Python
+# reports them when they are collected, during whichever test runs then
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 def test_checksums_ignore_sharding_and_catch_any_changed_word(rng):
     x = rng.standard_normal((16, 24)).astype(np.float32)
