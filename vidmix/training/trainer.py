@@ -211,7 +211,6 @@ def setup(config, workdir: str, *, for_training: bool = True, devices=None) -> E
     """Mesh, model (created sharded, or loaded from config.init.path), optimiser, state."""
     check_config(config)  # before any data is read or a model compiled
     data_dir = ensure_dataset(config)
-    check_clip_length(config, data_dir, for_training=for_training)
     builder, _ = open_dataset(data_dir)
     class_names = builder.info.features["label"].names
     if uses_epochs(config):  # the training split's real size turns epochs into steps
@@ -227,6 +226,7 @@ def setup(config, workdir: str, *, for_training: bool = True, devices=None) -> E
 
     abstract_model = nnx.eval_shape(make)
     _check_eval_frames(config, abstract_model)
+    check_clip_length(config, data_dir, for_training=for_training)
     graphdef, abstract_params, abstract_rest = split_model(abstract_model)
     param_sh = mesh_lib.state_shardings(abstract_params, mesh, config.mesh.fsdp_min_size)
     if config.init.path:
