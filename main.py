@@ -25,7 +25,11 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from vidmix.training.config_checks import problems as config_problems
+from vidmix.checkpoints.errors import CheckpointError
 from vidmix.training.errors import UserError
+
+# Errors a user causes and fixes; anything else is a bug and keeps its traceback.
+USER_ERRORS = (UserError, CheckpointError, FileNotFoundError, FileExistsError)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 config_flags.DEFINE_config_file("config", os.path.join(_HERE, "configs", "default.py"),
@@ -40,6 +44,9 @@ flags.DEFINE_string("mode", None, "What to run; default: the config's `mode`.")
 flags.DEFINE_string("model", None, "--mode=eval / predict: a model folder (vidmix.save_pretrained, "
                     "python -m vidmix.convert / vidmix.export) to use instead of the workdir's "
                     "checkpoint; predict then needs neither a workdir nor a dataset.")
+flags.DEFINE_bool("traceback", False, "Show the full traceback of errors a user causes (a bad "
+                  "config value, a missing file, a damaged checkpoint, a video that cannot be "
+                  "decoded) instead of one line.")
 FLAGS = flags.FLAGS
 
 
@@ -126,8 +133,10 @@ def main(argv):
     vidmix_log.propagate = False
     try:
         MODES[mode](config, FLAGS.workdir or default_workdir())
-    except UserError as e:  # a config mistake found once the data is known, a damaged
-        sys.exit(f"error: {e}")  # checkpoint: one clear line
+    except USER_ERRORS as e:  # a config mistake found once the data is known, a missing file,
+        if FLAGS.traceback:  # a damaged checkpoint, a bad video: one clear line
+            raise
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

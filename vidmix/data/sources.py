@@ -28,6 +28,10 @@ from vidmix.data import synthetic as synthetic_lib
 SPLIT_ALIASES = {"validate": "val", "validation": "val", "valid": "val", "training": "train",
                  "testing": "test"}
 
+# Suffixes of video containers: a folder named like one is reported, not walked into.
+VIDEO_SUFFIXES = frozenset({".3gp", ".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg",
+                            ".mpg", ".ogv", ".ts", ".webm", ".wmv"})
+
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
@@ -52,12 +56,16 @@ def _split_name(name: str) -> str:
 
 
 def _files(folder: Path) -> list[Path]:
-    """Every regular, non-hidden file below `folder`. No extension filter: a file that is not a
-    video is reported by the build, not silently ignored."""
+    """Every regular, non-hidden file below `folder`, and every folder named like a video file
+    (`clip.mp4/`, not walked into). No extension filter: a file that is not a video, or such a
+    folder, is reported as skipped by the build, not silently ignored."""
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+        names = sorted(d for d in dirnames if not d.startswith("."))
+        like_videos = [d for d in names if Path(d).suffix.lower() in VIDEO_SUFFIXES]
+        dirnames[:] = [d for d in names if d not in like_videos]
+        out += sorted([Path(dirpath) / f for f in filenames if not f.startswith(".")]
+                      + [Path(dirpath) / d for d in like_videos])
     return out
 
 

@@ -4,3 +4,11 @@ one line, without a traceback."""
 
 class UserError(Exception):
     """A problem with what the user gave (config, files), with what to do about it."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the run needs is not there (a dataset not built, a run not trained)."""
+
+
+class UnreadableVideoError(UserError, ValueError):
+    """A video given to predict that cannot be decoded (not a video, truncated, no frames)."""

@@ -16,12 +16,14 @@ import json
 import logging
 import os
 
+import av
 import numpy as np
 
 from vidmix.data import decode, open_dataset
 from vidmix.data.pipeline import ClipOptions, test_view
 from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
+from vidmix.training.errors import MissingFileError, UnreadableVideoError
 from vidmix.training.trainer import (
     _eval_step_fn,
     checkpoint_params,
@@ -34,7 +36,12 @@ log = logging.getLogger(__name__)
 
 
 def video_record(path, short_side: int | None) -> dict:
-    decoded = decode.read_video(path, short_side=short_side)
+    """Every frame of the video file `path` as JPEG bytes; UnreadableVideoError if it cannot be
+    decoded (not a video, truncated before its first frame, no video stream)."""
+    try:
+        decoded = decode.read_video(path, short_side=short_side)
+    except (av.error.FFmpegError, ValueError) as e:
+        raise UnreadableVideoError(f"--video={str(path)!r} cannot be decoded: {e}") from e
     frames = [decode.encode_jpeg(f) for f in decoded.frames]
     return {"frames": frames, "num_frames": len(frames), "height": decoded.frames[0].height,
             "width": decoded.frames[0].width}
@@ -102,7 +109,7 @@ def predict(config, workdir: str, video: str, *, model_dir: str | None = None
     """Top-k labels of `video` by the workdir's newest intact checkpoint, or by the model folder
     `model_dir` when given (then the workdir is not read)."""
     if not video or not os.path.isfile(video):
-        raise FileNotFoundError(f"--video={video!r} is not a file")
+        raise MissingFileError(f"--video={video!r} is not a file")
     if model_dir:
         return predict_from_folder(config, model_dir, video)
     workdir = os.path.abspath(workdir)

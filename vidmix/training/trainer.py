@@ -29,6 +29,7 @@ from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
 from vidmix.training.checkpointing import Checkpoints, abstract_like
 from vidmix.training.config_checks import ConfigError, check_config
+from vidmix.training.errors import MissingFileError
 from vidmix.training.epochs import resolve_epochs, uses_epochs
 from vidmix.training.logbook import Logbook
 from vidmix.training.optim import make_optimizer
@@ -56,7 +57,7 @@ def ensure_dataset(config) -> str:
         return path
     except FileNotFoundError:
         if config.data.kind != "synthetic":
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"config.data.dir={config.data.dir!r} holds no built dataset. Build it first, e.g. "
                 f"python -m vidmix.data.build {config.data.kind} /path/to/videos {path}") from None
     log.info("generating the synthetic dataset in %s", path)
@@ -157,7 +158,7 @@ class Experiment:
 def per_process_batch(batch_size: int, mesh, what: str) -> int:
     n, p = mesh.size, jax.process_count()
     if batch_size % n:
-        raise ValueError(f"{what}={batch_size} must be a multiple of the {n} devices "
+        raise ConfigError(f"{what}={batch_size} must be a multiple of the {n} devices "
                          f"({p} process(es)); e.g. {max(n, batch_size // n * n)}")
     return batch_size // p
 
@@ -175,7 +176,7 @@ def _model_overrides(config, num_classes):
             continue
         value = tuple(config.data[old])
         if tuple(overrides.setdefault(new, value)) != value:
-            raise ValueError(f"config.data.{old}={value} and config.model.overrides.{new}="
+            raise ConfigError(f"config.data.{old}={value} and config.model.overrides.{new}="
                              f"{tuple(overrides[new])} disagree; the normalisation is the "
                              f"model's: keep only config.model.overrides.{new}")
         log.warning("config.data.%s (an older config) is read as the model's %s=%s; set "
@@ -185,7 +186,7 @@ def _model_overrides(config, num_classes):
                     "model computes in config.model.overrides.dtype")
     wanted = overrides.setdefault("num_classes", num_classes)
     if wanted != num_classes:
-        raise ValueError(f"config.model.overrides.num_classes={wanted} but the dataset has "
+        raise ConfigError(f"config.model.overrides.num_classes={wanted} but the dataset has "
                          f"{num_classes} classes")
     return overrides
 
@@ -194,7 +195,7 @@ def _check_eval_frames(config, model, name: str | None = None) -> None:
     frames = config.eval.num_frames
     if frames in (0, config.data.num_frames) or getattr(model, "whole_video", False):
         return
-    raise ValueError(f"config.eval.num_frames={frames} differs from the model's clips of "
+    raise ConfigError(f"config.eval.num_frames={frames} differs from the model's clips of "
                      f"{config.data.num_frames} frames, but {name or config.model.name} takes "
                      "clips of a fixed length; only whole-video models (VTN) can; set "
                      "config.eval.num_frames=0")
@@ -202,7 +203,7 @@ def _check_eval_frames(config, model, name: str | None = None) -> None:
 
 def _split_size(builder, split: str) -> int:
     if split not in builder.info.splits:
-        raise ValueError(f"config.data.train_split={split!r} is not in the dataset; its splits: "
+        raise ConfigError(f"config.data.train_split={split!r} is not in the dataset; its splits: "
                          f"{', '.join(builder.info.splits)}")
     return builder.info.splits[split].num_examples
 
@@ -218,7 +219,7 @@ def setup(config, workdir: str, *, for_training: bool = True, devices=None) -> E
     mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
     overrides = _model_overrides(config, len(class_names))
     if config.init.path and not os.path.exists(os.path.expanduser(config.init.path)):
-        raise FileNotFoundError(f"config.init.path={config.init.path!r} does not exist")
+        raise MissingFileError(f"config.init.path={config.init.path!r} does not exist")
     name = config.model.name
 
     def make():
@@ -405,7 +406,7 @@ def _folder_experiment(config, model_dir: str) -> Experiment:
     model = from_pretrained(model_dir)
     cfg = model.config
     if not isinstance(cfg.image_size, int):
-        raise ValueError(f"{model_dir}: evaluation takes square images; the model's image_size "
+        raise ConfigError(f"{model_dir}: evaluation takes square images; the model's image_size "
                          f"is {cfg.image_size}")
     pre = info.get("preprocessing") or {}
     config = copy.deepcopy(config)
@@ -419,12 +420,12 @@ def _folder_experiment(config, model_dir: str) -> Experiment:
     builder, _ = open_dataset(data_dir)
     class_names = list(builder.info.features["label"].names)
     if cfg.num_classes != len(class_names):
-        raise ValueError(f"the model in {model_dir} has {cfg.num_classes} classes, the dataset "
+        raise ConfigError(f"the model in {model_dir} has {cfg.num_classes} classes, the dataset "
                          f"{data_dir} {len(class_names)}")
     saved = info.get("class_names")
     if saved and list(saved) != class_names:
         i = next(i for i, (a, b) in enumerate(zip(saved, class_names, strict=True)) if a != b)
-        raise ValueError(f"the model in {model_dir} was trained with other class names than the "
+        raise ConfigError(f"the model in {model_dir} was trained with other class names than the "
                          f"dataset's: class {i} is {saved[i]!r} there, {class_names[i]!r} here")
     _check_eval_frames(config, model, f"the model in {model_dir}")
     mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -445,7 +446,7 @@ def checkpoint_params(exp: Experiment, workdir: str):
     finally:
         checkpoints.close()
     if found is None:
-        raise FileNotFoundError(f"no checkpoint in {checkpoints.directory}; train first "
+        raise MissingFileError(f"no checkpoint in {checkpoints.directory}; train first "
                                 f"(--mode=train --workdir={workdir})")
     log.info("using step %d of %s", found[0], checkpoints.directory)
     return found[1]
