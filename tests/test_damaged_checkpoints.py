@@ -1,5 +1,5 @@
 """Damaged checkpoints, run as a user runs main.py: the newest step damaged five ways, every step
-damaged, and eval / export of a run whose newest step is damaged. One trained run (steps 2, 4
+damaged, and eval / predict / export of a run whose newest step is damaged. One trained run (steps 2, 4
 and 6) is copied for each case."""
 
 import glob
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from test_main import ROOT
 from test_training import _flags, _leaves, _main
+from video_files import moving_bar_frames, write_video
 
 from vidmix.data import build_dataset
 
@@ -118,7 +119,7 @@ def test_no_intact_step_stops_with_one_line_and_deletes_nothing(trained, tmp_pat
 
 
 @pytest.mark.slow
-def test_eval_and_export_use_the_newest_intact_step(trained, tmp_path):
+def test_eval_predict_and_export_use_the_newest_intact_step(trained, tmp_path):
     from vidmix.export import export
     from vidmix.training.checkpointing import DamagedCheckpointError
 
@@ -130,6 +131,12 @@ def test_eval_and_export_use_the_newest_intact_step(trained, tmp_path):
     assert result.stderr.count(f"using step 4 of {run}/checkpoints") == 1
     assert "eval (8 videos, 1x1 views): top-1" in result.stdout
     assert sorted(os.listdir(run / "checkpoints")) == ["2", "4", "6"]  # eval moves nothing
+    video = tmp_path / "bar.mp4"
+    write_video(video, moving_bar_frames(12, h=24, w=32))
+    result = _main(["--workdir", str(run), *trained[1], "--mode=predict", f"--video={video}"])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.count(f"using step 4 of {run}/checkpoints") == 1
+    assert len(result.stdout.strip().splitlines()) == 2  # both classes' probabilities
     assert export(str(run), str(tmp_path / "model"))[1] == 4
     with pytest.raises(DamagedCheckpointError, match="step 6 .* is damaged"):
         export(str(run), str(tmp_path / "model6"), step=6)
