@@ -1,15 +1,19 @@
 """Does a model learn time from scratch? Train it on a synthetic temporal task and watch the loss.
 
-    python bench/learning.py --model xvit_s16 --set head=temporal_attention [--task direction]
-        [--steps 1500] [--lr 1e-3] [--warmup 100] [--init default] [--json out.json]
+    python bench/learning.py --family xvit [--task direction] [--pixels dataset|model]
+        [--steps 300] [--lr 1e-3] [--warmup 30] [--set key=value ...] [--json out.json]
+    python bench/learning.py --plot curves.png a.json b.json ...
 
 A plain optax loop through the public API (`vidmix.create_model`, `vidmix.training.steps`):
-AdamW (weight decay 0.05, not on biases, norms and embeddings... as `decay_mask="all"` says:
-every parameter), a linear warm-up then cosine decay, batch 32, on clips of the built-in
-synthetic tasks (`vidmix.data.synthetic`), made in memory: 8 frames of 32x32 taken at stride 2
-from 16-frame videos (random start 0 or 1). Models are shrunk to width 64, depth 4, 4x4 patches
-unless --set says otherwise. Prints the loss every 50 steps, the plateau length (steps until the
-smoothed loss first falls below 0.9 ln 2) and the final eval accuracy on 256 held-out videos.
+AdamW (weight decay 0.05 on every parameter), gradient clipping at 1, a linear warm-up then
+cosine decay, batch 32, on uint8 clips of the built-in synthetic tasks (`vidmix.data.synthetic`)
+made in memory: 8 frames of 32x32 taken at stride 2 from 16-frame videos (random start 0 or 1),
+1,024 training and 256 held-out videos. `--family` picks one of `FAMILIES`, every family shrunk
+to the same small scale (`--model PRESET` shrinks a preset by `SMALL` instead); `--set` overrides
+model options. `--pixels dataset` (the default) normalises with the training videos' pixel
+mean/std, as `config.data.pixel_stats="dataset"` does; `model` with the preset's. Prints the
+plateau length (steps until the 20-step mean loss first falls below 0.9 ln 2) and the eval
+accuracy on the held-out videos.
 """
 
 from __future__ import annotations
@@ -33,6 +37,20 @@ from vidmix.models import create_model  # noqa: E402
 from vidmix.training.steps import make_eval_step, make_train_step, split_model  # noqa: E402
 
 SMALL = dict(width=64, depth=4, num_heads=4, patch_size=4)
+OFF = dict(drop_path_rate=0.0, head_dropout_rate=0.0)
+# family -> (preset, overrides): every family shrunk to the same scale; "per_frame" is the
+# baseline (an image ViT on every frame, scores averaged), which cannot see the order of frames
+FAMILIES = {
+    "xvit": ("xvit_s16", dict(SMALL, head="temporal_attention", **OFF)),
+    "xvit_summary": ("xvit_b16_summary", dict(SMALL, **OFF)),
+    "timesformer": ("timesformer_b16", dict(SMALL, **OFF)),
+    "pst": ("pst_tiny", dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=4,
+                             drop_path_rate=0.0, head_dropout_rate=0.0)),
+    "vtn": ("vtn_vit_b16", dict(SMALL, temporal_layers=1, temporal_heads=4, temporal_mlp_dim=256,
+                                attention_window=4, frame_chunk=64, temporal_dropout_rate=0.0,
+                                temporal_attention_dropout_rate=0.0, **OFF)),
+    "per_frame": ("vit_b16", dict(SMALL, **OFF)),
+}
 
 
 def make_videos(task: str, n: int, seed: int, frames: int = 16, size: int = 32):
@@ -42,12 +60,20 @@ def make_videos(task: str, n: int, seed: int, frames: int = 16, size: int = 32):
     return videos, labels
 
 
+def pixel_stats(videos) -> dict:
+    """The videos' per-channel pixel mean and std in [0, 1], as model overrides (what a build
+    records and config.data.pixel_stats="dataset" uses)."""
+    x = videos.reshape(-1, 3) / 255.0
+    return dict(pixel_mean=tuple(float(v) for v in x.mean(0)),
+                pixel_std=tuple(float(v) for v in x.std(0)))
+
+
 def clips(videos, rng, num_frames=8, stride=2, train=True):
-    """(N, 16, H, W, 3) uint8 -> normalised clips (N, 8, H, W, 3): frames start, start+2, ..."""
+    """(N, F, H, W, 3) uint8 -> uint8 clips (N, num_frames, H, W, 3): frames start,
+    start + stride, ... with start 0 or 1 in training, 0 in evaluation. The model normalises."""
     starts = rng.integers(0, 2, len(videos)) if train else np.zeros(len(videos), int)
     idx = starts[:, None] + stride * np.arange(num_frames)[None]
-    x = np.take_along_axis(videos, idx[:, :, None, None, None], axis=1)
-    return (x.astype(np.float32) / 127.5 - 1.0)
+    return np.take_along_axis(videos, idx[:, :, None, None, None], axis=1)
 
 
 def parse_value(text: str):
@@ -71,19 +97,9 @@ def experiment_model(args, overrides):
     elif args.classifier_init == "torch":
         heads.zeros = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
     try:
-        model = create_model(args.model, rngs=nnx.Rngs(args.seed), **overrides)
+        model = create_model(args.preset, rngs=nnx.Rngs(args.seed), **overrides)
     finally:
         layers.dense_init, heads.dense_init, heads.zeros = saved
-    if args.head_positions:  # learned temporal positions added to the TA head's frame features
-        head = model.head
-        head.positions = nnx.Param(trunc(jax.random.key(args.seed + 11),
-                                         (overrides["num_frames"], overrides["width"])))
-        plain = type(head).__call__
-
-        def with_positions(self, feats, *, train=False):
-            return plain(self, feats + self.positions[...].astype(feats.dtype), train=train)
-
-        type(head).__call__ = with_positions
     if args.temporal_embed_init == "trunc02" and model.backbone.temporal_embed is not None:
         t = model.backbone.temporal_embed
         t[...] = trunc(jax.random.key(args.seed + 7), t[...].shape)
@@ -91,7 +107,12 @@ def experiment_model(args, overrides):
 
 
 def run(args) -> dict:
-    overrides = dict(SMALL, num_classes=2, num_frames=8, image_size=32)
+    train_v, train_y = make_videos(args.task, args.num_train, seed=1, size=args.size)
+    val_v, val_y = make_videos(args.task, 256, seed=2, size=args.size)
+    args.preset, family = FAMILIES[args.family] if args.family else (args.model, SMALL)
+    overrides = dict(family, num_classes=2, num_frames=args.frames, image_size=args.size)
+    if args.pixels == "dataset":  # the training videos' own statistics
+        overrides.update(pixel_stats(train_v))
     overrides.update({k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)})
     model = experiment_model(args, overrides)
     graphdef, params, rest = split_model(model)
@@ -103,36 +124,44 @@ def run(args) -> dict:
                                    stochastic=True), donate_argnums=0)
     evaluate = jax.jit(make_eval_step(graphdef))
 
-    train_v, train_y = make_videos(args.task, args.num_train, seed=1)
-    val_v, val_y = make_videos(args.task, 256, seed=2)
     rng = np.random.default_rng(args.seed)
     losses, start = [], time.perf_counter()
     for i in range(args.steps):
         pick = rng.integers(0, len(train_v), args.batch)
-        batch = {"video": clips(train_v[pick], rng), "label": train_y[pick],
+        batch = {"video": clips(train_v[pick], rng, args.frames, args.stride),
+                 "label": train_y[pick],
                  "mask": np.ones(args.batch, np.float32)}
         state, metrics = step(state, batch, rest)
         losses.append(float(metrics["loss"]))
         if (i + 1) % 50 == 0 and not args.quiet:
             print(f"step {i + 1:5d} loss {np.mean(losses[-50:]):.4f}", flush=True)
     seconds = time.perf_counter() - start
-    logits = evaluate(state["params"], {"video": clips(val_v, rng, train=False)}, rest)
+    logits = evaluate(state["params"],
+                      {"video": clips(val_v, rng, args.frames, args.stride, train=False)}, rest)
     accuracy = float((np.asarray(logits).argmax(-1) == val_y).mean())
     smooth = np.convolve(losses, np.ones(20) / 20, mode="valid")
     below = np.nonzero(smooth < 0.9 * math.log(2))[0]
     plateau = int(below[0]) + 20 if len(below) else None
-    return dict(model=args.model, overrides=overrides, kernel_init=args.kernel_init,
+    return dict(family=args.family, model=args.preset, pixels=args.pixels,
+                overrides={k: v for k, v in overrides.items()}, kernel_init=args.kernel_init,
                 classifier_init=args.classifier_init,
                 temporal_embed_init=args.temporal_embed_init,
-                head_positions=args.head_positions,
                 task=args.task, steps=args.steps, lr=args.lr, warmup=args.warmup,
                 plateau_steps=plateau, eval_accuracy=accuracy, seconds=round(seconds, 1),
                 losses=[round(v, 4) for v in losses])
 
 
-def main():
+def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="xvit_s16")
+    parser.add_argument("--family", choices=sorted(FAMILIES),
+                        help="a family at the shared small scale (overrides --model)")
+    parser.add_argument("--model", default="xvit_s16", help="a preset, shrunk by SMALL")
+    parser.add_argument("--pixels", default="dataset", choices=["dataset", "model"],
+                        help="normalise with the training videos' pixel statistics, or with "
+                             "the preset's (what vidmix did before)")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--stride", type=int, default=2)
+    parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--set", nargs="*", default=[], help="config overrides key=value")
     parser.add_argument("--task", default="direction", choices=sorted(TASKS))
     parser.add_argument("--steps", type=int, default=1500)
@@ -146,10 +175,36 @@ def main():
     parser.add_argument("--classifier-init", default="default",
                         choices=["default", "trunc02", "torch"])
     parser.add_argument("--temporal-embed-init", default="default", choices=["default", "trunc02"])
-    parser.add_argument("--head-positions", action="store_true")
     parser.add_argument("--json", help="write the result (with the loss curve) here")
     parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def plot(paths: list[str], out: str) -> None:
+    """Loss curves (20-step mean) of results written with --json, one line per file."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for path in paths:
+        with open(path) as f:
+            r = json.load(f)
+        smooth = np.convolve(r["losses"], np.ones(20) / 20, mode="valid")
+        label = (f"{r.get('family') or r['model']}, {r.get('pixels', 'model')} pixel stats "
+                 f"({r['task']}): eval {r['eval_accuracy']:.0%}")
+        ax.plot(np.arange(20, len(r["losses"]) + 1), smooth, label=label)
+    ax.axhline(math.log(2), color="gray", lw=0.8, ls="--")
+    ax.set(xlabel="step", ylabel="train loss (20-step mean)", ylim=(0, 0.8))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main():
+    if sys.argv[1:2] == ["--plot"]:  # --plot OUT.png RESULT.json...
+        return plot(sys.argv[3:], sys.argv[2])
+    args = parse()
     result = run(args)
     print(json.dumps({k: v for k, v in result.items() if k != "losses"}))
     if args.json:

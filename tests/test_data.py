@@ -69,6 +69,19 @@ def test_build_skips_and_reports_bad_files(built, videos):
     assert load_report(built.data_dir) == built  # written next to the data
 
 
+def test_build_records_pixel_statistics(built):
+    """The report's per-split pixel mean/std (for config.data.pixel_stats="dataset") are those of
+    the stored frames (measured before JPEG encoding: equal up to its error)."""
+    builder, _ = open_dataset(built.data_dir)
+    source = builder.as_data_source("train")
+    pixels = np.concatenate([
+        np.stack([np.asarray(f) for f in stored_frames(r, range(r["num_frames"]))]).reshape(-1, 3)
+        for r in (source[i] for i in range(len(source)))]) / 255.0
+    stats = built.pixel_stats["train"]
+    np.testing.assert_allclose(stats["mean"], pixels.mean(0), atol=3e-3)
+    np.testing.assert_allclose(stats["std"], pixels.std(0), atol=3e-3)
+
+
 def test_stored_frames_equal_direct_decode(built, videos):
     builder, _ = open_dataset(built.data_dir)
     source = builder.as_data_source("train")

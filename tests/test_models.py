@@ -192,18 +192,18 @@ def test_clip_the_model_cannot_take(shape):
 
 
 def test_temporal_attention_head_positions_see_frame_order():
-    """Without positions the paper's head is a function of the set of frame features (order
-    blind); its learned positions (the default for a fresh model) make it see the order."""
+    """Without positions (the release's head, the default) the paper's head is a function of the
+    set of frame features (order blind); the optional learned positions make it see the order."""
     kw = dict(num_classes=3, num_frames=4, image_size=32, patch_size=8, width=32, depth=1,
               num_heads=2, head_dropout_rate=0.0)
     feats = jax.random.normal(jax.random.key(0), (2, 4, 32))
     shuffled = feats[:, ::-1]
-    blind = vidmix.create_model("xvit_s16", head_positions=False, **kw)
+    blind = vidmix.create_model("xvit_s16", **kw)
     assert blind.head.positions is None
     blind.head.classifier.kernel[...] = jax.random.normal(jax.random.key(1), (32, 3))
     assert np.abs(blind.head(feats)).max() > 0.1
     np.testing.assert_allclose(blind.head(feats), blind.head(shuffled), rtol=1e-5, atol=1e-6)
-    seeing = vidmix.create_model("xvit_s16", **kw)
+    seeing = vidmix.create_model("xvit_s16", head_positions=True, **kw)
     seeing.head.classifier.kernel[...] = jax.random.normal(jax.random.key(1), (32, 3))
     assert seeing.head.positions[...].shape == (4, 32)
     assert not np.allclose(seeing.head(feats), seeing.head(shuffled), atol=1e-4)

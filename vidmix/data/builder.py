@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 
-from vidmix.data.examples import make_example
+from vidmix.data.examples import PIXEL_SUMS, make_example, pixel_stats
 from vidmix.data.sources import KINDS, Plan
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,10 @@ class BuildReport:
     # split -> {stored frames: number of videos} (what clip lengths the split can serve); empty
     # in reports written before vidmix recorded it
     frame_counts: dict[str, dict[int, int]] = dataclasses.field(default_factory=dict)
+    # split -> {"mean": [r, g, b], "std": [r, g, b]} of the stored frames' pixels in [0, 1]
+    # (config.data.pixel_stats="dataset" normalises with the training split's); empty in reports
+    # written before vidmix recorded it
+    pixel_stats: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
 
     def __str__(self):
         lines = [f"{self.num_examples} videos in {self.data_dir} "
@@ -67,6 +71,7 @@ class VidmixVideos(tfds.core.GeneratorBasedBuilder):
         self._plan, self._options, self._num_workers = plan, options, num_workers
         self.skipped: list[tuple[str, str]] = list(plan.missing)
         self.frame_counts: dict[str, collections.Counter] = {}
+        self.pixel_sums: dict[str, np.ndarray] = {}  # split -> summed examples.pixel_sums
         config = tfds.core.BuilderConfig(name=plan.name, description=json.dumps(options))
         super().__init__(config=config, file_format="array_record", **kwargs)
 
@@ -102,6 +107,8 @@ class VidmixVideos(tfds.core.GeneratorBasedBuilder):
                 log.warning("skipped %s: %s", entry.path or entry.key, reason)
             else:
                 counts[int(example["num_frames"])] += 1
+                sums = example.pop(PIXEL_SUMS)
+                self.pixel_sums[split] = self.pixel_sums.get(split, 0) + sums
                 yield entry.key, example
 
 
@@ -214,8 +221,9 @@ def build_dataset(kind: str, source, data_dir, *, short_side: int | None = None,
         builder.download_and_prepare()
     splits = {s: builder.info.splits[s].num_examples for s in builder.info.splits}
     frame_counts = {split: dict(sorted(c.items())) for split, c in builder.frame_counts.items()}
+    stats = {split: pixel_stats(sums) for split, sums in builder.pixel_sums.items()}
     report = BuildReport(str(out), sum(splits.values()), splits, plan.class_names,
-                         builder.skipped, time.time() - start, frame_counts)
+                         builder.skipped, time.time() - start, frame_counts, stats)
     (out / REPORT_FILE).write_text(json.dumps(dataclasses.asdict(report), indent=1))
     log.info("%s", report)
     return report

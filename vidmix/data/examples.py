@@ -4,10 +4,31 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from PIL import Image
 
 from vidmix.data import decode, synthetic
 from vidmix.data.sources import Entry
+
+
+PIXEL_SUMS = "_pixel_sums"
+
+
+def pixel_sums(frames) -> np.ndarray:
+    """(3, 3) float64: per RGB channel the pixel count, the sum and the sum of squares of the
+    frames' values in [0, 1]; summed over videos they give the dataset's mean and std."""
+    x = np.stack([np.asarray(f.convert("RGB"), np.float64) for f in frames]) / 255.0
+    x = x.reshape(-1, 3)
+    return np.stack([np.full(3, len(x), np.float64), x.sum(0), (x * x).sum(0)])
+
+
+def pixel_stats(sums: np.ndarray) -> dict:
+    """{"mean": [r, g, b], "std": [r, g, b]} from summed `pixel_sums`."""
+    n, total, squares = sums
+    mean = total / n
+    std = np.sqrt(np.maximum(squares / n - mean * mean, 0.0))
+    return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
 
 
 def make_example(entry: Entry, *, short_side: int | None, fps: float | None,
@@ -31,6 +52,7 @@ def make_example(entry: Entry, *, short_side: int | None, fps: float | None,
     except Exception as e:  # noqa: BLE001 -- any failure skips this one file, and is reported
         return entry, None, f"{type(e).__name__}: {e}".strip()
     example = {
+        PIXEL_SUMS: pixel_sums(frames),  # taken out by the builder before the example is stored
         "frames": [decode.encode_jpeg(f, quality) for f in frames],
         "label": entry.label,
         "fps": video_fps,

@@ -152,9 +152,10 @@ class VideoViTConfig(ViTFields):
     tubelet_size: int = 1  # frames per token; 1 = per-frame patch embedding
     attention: str = "mixing"
     head: str = "temporal_attention"
-    # temporal_attention head: learned per-frame positions (heads.TemporalAttentionHead); False
-    # is the release's order-blind head
-    head_positions: bool = True
+    # temporal_attention head: add learned per-frame positions to its frame features
+    # (heads.TemporalAttentionHead). False, the default, is the release's head, which learns from
+    # scratch once the pixels are normalised well (docs/learning.md)
+    head_positions: bool = False
     # Space-time mixing (attention="mixing"): `width // shift_div` channels come from frame t+1 and
     # as many from frame t-1; shifts stay inside consecutive groups of `shift_group` token frames
     # (None: the whole clip is one group); `shift_mode` pads clip edges with zeros or rolls around.

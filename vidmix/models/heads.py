@@ -91,11 +91,11 @@ class TemporalAttentionHead(MlpHead):
     qkv without bias and LayerNorm eps 1e-5 as in the release; then token 0 -> LayerNorm ->
     Dense(D) -> GELU -> Dropout -> Dense(classes) (`MlpHead`). Dropout also on the input features.
 
-    With `cfg.head_positions` (the default) a learned position per frame, N(0, 0.02) in a fresh
-    model, is added to the frame features: the release's head has none, which makes it a function
-    of the *set* of frame features, blind to their order, and from scratch that keeps XViT at
-    chance on order-only tasks (docs/learning.md). Release checkpoints load with zero positions,
-    which is exactly their function; `head_positions=False` is the release's structure.
+    With `cfg.head_positions` a learned position per frame, N(0, 0.02) in a fresh model, is
+    added to the frame features, making the head itself see their order. The release's head
+    (the default) has none: it is a function of the *set* of frame features, and relies on the
+    backbone's mixing for order, which it learns from scratch (docs/learning.md). A release
+    checkpoint loaded into a model with positions gets zero positions, its exact function.
     """
 
     pool_frames = False

@@ -43,6 +43,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.random_erasing = 0.0  # these three are drawn by the loader, applied in the train step
     c.data.mixup = 0.0
     c.data.cutmix = 0.0
+    # "model": normalise with the model preset's pixel mean/std (what its pretrained weights were
+    # trained with); "dataset": with the training split's own, measured by the build (for training
+    # from scratch; docs/learning.md)
+    c.data.pixel_stats = "model"
     c.data.worker_count = 0
 
     c.train = ml_collections.ConfigDict()

@@ -89,6 +89,7 @@ RULES: dict[str, Rule] = {
     "data.random_erasing": fraction(closed=True),
     "data.mixup": at_least(0),
     "data.cutmix": at_least(0),
+    "data.pixel_stats": one_of("model", "dataset"),
     "data.worker_count": at_least(0, integer=True),
     # eval
     "eval.batch_size": positive(integer=True),
