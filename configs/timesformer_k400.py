@@ -3,7 +3,7 @@
     python main.py --config=configs/timesformer_k400.py --workdir=/runs/timesformer_k400 \
         --config.init.path=/ckpt/jx_vit_base_p16_224-80ecf9dd.pth --config.data.dir=/data/k400
 
-Source: Bertasius et al. 2021 and the official configs (`../shared/specs/timesformer.md`): init
+Source: Bertasius et al. 2021 and the official configs (`docs/recipes.md`): init
 from ImageNet-21k ViT-B/16; SGD Nesterov 0.9, weight decay 1e-4, LR 0.005 divided by 10 at epochs
 11 and 14, 15 epochs; short side jitter [256, 320] + random 224 crop, flip; 8 frames at stride 32;
 test 1 clip x 3 crops; normalisation mean 0.45, std 0.225 (the preset's pixel_mean / pixel_std).

@@ -3,7 +3,7 @@
     python main.py --config=configs/xvit_k400.py:16 --workdir=/runs/xvit_k400_16 \
         --config.init.path=/ckpt/ViT-B_16.npz --config.data.dir=/data/k400
 
-Source: Bulat et al. 2021 (XViT) and the official configs (`../shared/specs/xvit.md`): init from
+Source: Bulat et al. 2021 (XViT) and the official configs (`docs/recipes.md`): init from
 ImageNet-21k ViT-B/16; SGD Nesterov 0.9, LR 0.03 at batch 64, cosine with 5 warm-up epochs from
 0.01, 30 epochs, weight decay 1e-5 on all but the head biases, label smoothing 0.3 + mixup 0.4,
 multi-scale crop, flip, 16 frames over a 256-frame span; test 1 clip x 3 crops, logits summed.

@@ -3,7 +3,7 @@
     python main.py --config=configs/xvit_ssv2.py:16 --workdir=/runs/xvit_ssv2_16 \
         --config.init.path=/ckpt/ViT-B_16.npz --config.data.dir=/data/ssv2
 
-Source: Bulat et al. 2021 and the official configs (`../shared/specs/xvit.md`): SGD Nesterov 0.9,
+Source: Bulat et al. 2021 and the official configs (`docs/recipes.md`): SGD Nesterov 0.9,
 LR 0.03 at batch 64, cosine with 5 warm-up epochs from 0.003, 35 epochs, weight decay 1e-4 on all
 but the head biases, plain cross-entropy (the official config; the paper says smoothing 0.3),
 TSN segment sampling, multi-scale crop, no flips, random erasing; test 2 clips x 3 crops.

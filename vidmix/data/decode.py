@@ -1,7 +1,7 @@
 """Decoding: videos with PyAV (once, at build time) and stored JPEG frames with Pillow (per clip).
 
 Datasets store every frame as JPEG bytes, so a training clip decodes only its T sampled frames
-instead of seeking in and decoding the video (see `../shared/specs/data.md`: ~3x faster per clip).
+instead of seeking in and decoding the video (docs/recipes.md: ~3x faster per clip).
 """
 
 from __future__ import annotations
