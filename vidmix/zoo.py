@@ -1,4 +1,4 @@
-"""The model zoo as a table: what `python main.py` prints by default."""
+"""The model zoo as a table: what `python main.py --mode=zoo` prints."""
 
 from __future__ import annotations
 

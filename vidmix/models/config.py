@@ -1,7 +1,10 @@
-"""The configuration of a video ViT: one frozen dataclass, validated once at construction.
+"""Model configurations: one frozen dataclass per family, validated once at construction.
 
-Every model in `vidmix.models` is built from a `VideoViTConfig`. Presets (`registry.py`) are just
-named sets of field values, and every field can be overridden by keyword in `create_model`.
+`ModelConfig` holds what every family shares (classes, frames, dtype, pixel normalisation, remat,
+attention implementation); `ViTFields` the ViT backbone's fields; `VideoViTConfig` the video ViTs
+(XViT, TimeSformer, per-frame ViT). VTN's `VTNConfig` (vtn.py) and PST's `PSTConfig` (pst.py)
+extend them. Presets (`registry.py`) are named sets of field values; every field can be
+overridden by keyword in `create_model`.
 """
 
 from __future__ import annotations
