@@ -15,8 +15,8 @@ from configs.default import get_config as demo_config
 from vidmix.data import build_dataset, load_report, make_loader
 from vidmix.data.pipeline import close_iterator
 from vidmix.training import evaluate as ev
-from vidmix.training.mesh import global_batch, make_mesh
 from vidmix.training.config_checks import ConfigError
+from vidmix.training.mesh import global_batch, make_mesh
 from vidmix.training.steps import make_train_step
 from vidmix.training.trainer import NonFiniteLossError, setup, train
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
-
 from PIL import Image
 
 from vidmix.data import decode, synthetic
 from vidmix.data.sources import Entry
-
 
 PIXEL_SUMS = "_pixel_sums"
 

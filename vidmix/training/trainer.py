@@ -30,8 +30,8 @@ from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
 from vidmix.training.checkpointing import Checkpoints, abstract_like
 from vidmix.training.config_checks import ConfigError, check_config
-from vidmix.training.errors import MissingFileError
 from vidmix.training.epochs import resolve_epochs, uses_epochs
+from vidmix.training.errors import MissingFileError
 from vidmix.training.logbook import Logbook
 from vidmix.training.optim import make_optimizer
 from vidmix.training.steps import make_eval_step, make_train_step, split_model
