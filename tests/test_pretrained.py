@@ -242,6 +242,7 @@ def run(tmp_path_factory):
                              head_dropout_rate=0.0)
     c.data.dir = data
     c.data.num_frames, c.data.image_size, c.data.stride = 4, 16, 2
+    c.data.pixel_stats = "model"  # the model's own, given here (not the demo's dataset stats)
     c.model.overrides.update(pixel_mean=(0.4, 0.5, 0.6), pixel_std=(0.2, 0.3, 0.4))
     c.train.update(batch_size=8, num_steps=4, log_every=2, checkpoint_every=2, warmup_steps=0)
     c.eval.update(batch_size=8, every=0, num_clips=2)

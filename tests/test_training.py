@@ -217,6 +217,7 @@ def test_bad_configs_fail_at_start_with_a_fix(data_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown model 'xvit_b61'"):
         train(config, str(tmp_path / "e"))
     config = tiny_config(data_dir)  # an older config's normalisation against the model's
+    config.data.pixel_stats = "model"
     config.data.mean, config.model.overrides.pixel_mean = (0.4,) * 3, (0.5,) * 3
     with pytest.raises(ValueError, match="config.data.mean=.* and config.model.overrides."
                                          "pixel_mean=.* disagree"):
