@@ -146,3 +146,29 @@ def test_an_altered_iterator_state_is_caught(saved, caplog):
         restored = Checkpoints(saved).restore(_state(0), _shardings(_state(0)), it)
     assert int(restored["step"]) == 2 and it.get_state() == {"next_index": 2}
     assert "step 3" in caplog.text and "data-iterator state of process 0 differs" in caplog.text
+
+
+def test_abandoned_orbax_reads_are_not_printed_but_other_unraisables_are(monkeypatch):
+    """After a failed read, orbax's suspended reads print a traceback each when collected;
+    vidmix has reported the damage in one line and drops those (and only those)."""
+    import gc
+    import sys
+
+    from vidmix.training import checkpointing
+
+    source = ("class Suspend:\n    def __await__(self):\n        yield\n"
+              "async def read():\n    try:\n        await Suspend()\n"
+              "    except BaseException:\n        raise Exception('Encountered error')\n")
+    made = {}
+    for where in ("/site-packages/orbax/checkpoint/serialization.py", "/elsewhere/user.py"):
+        exec(compile(source, where, "exec"), made.setdefault(where, {}))
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.object.cr_code.co_filename))
+    checkpointing._quiet_abandoned_reads()
+    checkpointing._quiet_abandoned_reads()  # installed once
+    for namespace in made.values():
+        coroutine = namespace["read"]()
+        coroutine.send(None)  # suspended inside the read, like orbax's after a failure
+        del coroutine
+        gc.collect()
+    assert seen == ["/elsewhere/user.py"]

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable
 
 import grain
@@ -40,6 +41,28 @@ RECORD = "checksums"  # the item of a step that holds its checksums
 
 class DamagedCheckpointError(UserError):
     """No checkpoint of a run could be read and verified (or not the one asked for)."""
+
+
+def _quiet_abandoned_reads() -> None:
+    """After a failed read, orbax leaves the reads of the step's other arrays as suspended
+    coroutines on an event loop it has closed; when Python collects them (at any later moment,
+    often at exit) each prints "Exception ignored in: <coroutine ...>" with a traceback of the
+    same read error, which vidmix has already reported in one line. From the first failed read
+    on, those reports (and only those: coroutines of orbax's serialization module) are logged at
+    debug level instead; every other unraisable exception still reaches the previous hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_vidmix_quiet", False):
+        return
+
+    def hook(unraisable):
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and "orbax" in code.co_filename:
+            log.debug("abandoned orbax read: %s", unraisable.exc_value)
+            return
+        previous(unraisable)
+
+    hook._vidmix_quiet = True
+    sys.unraisablehook = hook
 
 
 class _Damaged(Exception):
@@ -251,6 +274,7 @@ class Checkpoints:
         except Exception as e:
             if (why := _read_error(e, self._step_dir(step))) is None:
                 raise
+            _quiet_abandoned_reads()
             raise _Damaged(what + why) from e
 
     def _saved_params(self, step: int):
