@@ -48,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
     # from scratch; docs/learning.md)
     c.data.pixel_stats = "model"
     c.data.worker_count = 0
+    c.data.prefetch = 1  # batches read and put on the mesh ahead of the step (0: none)
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64  # global, over all processes

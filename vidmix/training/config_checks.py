@@ -91,6 +91,7 @@ RULES: dict[str, Rule] = {
     "data.cutmix": at_least(0),
     "data.pixel_stats": one_of("model", "dataset"),
     "data.worker_count": at_least(0, integer=True),
+    "data.prefetch": at_least(0, integer=True),
     # eval
     "eval.batch_size": positive(integer=True),
     "eval.num_clips": positive(integer=True),

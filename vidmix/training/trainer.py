@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from vidmix.training.epochs import resolve_epochs, uses_epochs
 from vidmix.training.errors import MissingFileError
 from vidmix.training.logbook import Logbook
 from vidmix.training.optim import make_optimizer
+from vidmix.training.prefetch import Prefetch
 from vidmix.training.steps import make_eval_step, make_train_step, split_model
 
 log = logging.getLogger(__name__)
@@ -373,6 +375,10 @@ def train(config, workdir: str) -> dict:
         state = restored
         log.info("resumed from step %d in %s", int(state["step"]), checkpoints.directory)
     start = int(state["step"])
+    # the next batch is read and put on the mesh while the device computes the current step
+    put = functools.partial(mesh_lib.global_batch, mesh=exp.mesh)
+    batches = (Prefetch(it, put, config.data.prefetch) if config.data.get("prefetch", 1)
+               else map(put, it))
     cfg = exp.model_config
     stochastic = bool(cfg.drop_path_rate or cfg.dropout_rate or cfg.head_dropout_rate)
     step_fn = jax.jit(make_train_step(exp.graphdef, exp.tx,
@@ -390,7 +396,7 @@ def train(config, workdir: str) -> dict:
     eval_metrics = None
     try:
         for step in range(start + 1, exp.num_steps + 1):
-            batch = mesh_lib.global_batch(next(it), exp.mesh)
+            batch = next(batches)
             state, metrics = step_fn(state, batch, exp.rest)
             metrics_sum = metrics if metrics_sum is None else jax.tree.map(
                 jnp.add, metrics_sum, metrics)
@@ -411,7 +417,8 @@ def train(config, workdir: str) -> dict:
                 bar.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{row['clips_per_s']:.1f}")
                 metrics_sum, count, tick = None, 0, time.perf_counter()
             bar.update(1)
-            checkpoints.maybe_save(step, state, it, force=last or stop["signal"] is not None)
+            checkpoints.maybe_save(step, state, batches if isinstance(batches, Prefetch) else it,
+                                   force=last or stop["signal"] is not None)
             if config.train.debug_kill_at_step and step == config.train.debug_kill_at_step:
                 checkpoints.wait()
                 os.kill(os.getpid(), signal.SIGKILL)  # tests: die like a preempted machine
@@ -425,6 +432,8 @@ def train(config, workdir: str) -> dict:
     finally:
         bar.close()
         checkpoints.wait()
+        if isinstance(batches, Prefetch):
+            batches.close()
         close_iterator(it)
         signal.signal(signal.SIGTERM, previous)
     if stop["signal"] is None:
