@@ -5,7 +5,7 @@ against the same step on one constant batch already on the mesh, in one run.
         [--workers 0 2]
 
 The data: the built-in synthetic task generated at 160 px (16-frame videos), read by the train
-loader (multi-scale crop to `--image`, flip; 8-frame clips at stride 2, batch 8, uint8). The
+loader (random resized crop to `--image`, flip; 8-frame clips at stride 2, batch 8, uint8). The
 model: XViT at ViT-S width (`--width`, `--depth`, 6 heads, 16x16 patches), float32, the trainer's
 jitted step (forward, backward, AdamW). Rows, interleaved in every round:
   constant  one batch, put on the mesh once, every step (no input work at all);
@@ -43,8 +43,8 @@ def experiment(args, root: str, workers: int):
     c = get_config()
     c.data.dir = os.path.join(root, "data")
     c.data.build.update(num_train=64, num_val=8, num_frames=16, size=160)
-    c.data.update(num_frames=8, image_size=args.image, stride=2, crop="multiscale",
-                  crop_kwargs={}, worker_count=workers, pixel_stats="model")
+    c.data.update(num_frames=8, image_size=args.image, stride=2, worker_count=workers,
+                  pixel_stats="model")  # the demo's crop: random resized, area 0.6-1
     c.model.name = "xvit_s16"
     c.model.overrides = dict(width=args.width, depth=args.depth, num_heads=6, patch_size=16,
                              drop_path_rate=0.0, head_dropout_rate=0.0)
