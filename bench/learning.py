@@ -32,6 +32,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from vidmix.data.examples import pixel_stats, pixel_sums  # noqa: E402
 from vidmix.data.synthetic import TASKS, make_video  # noqa: E402
 from vidmix.models import create_model  # noqa: E402
 from vidmix.training.steps import make_eval_step, make_train_step, split_model  # noqa: E402
@@ -60,12 +61,11 @@ def make_videos(task: str, n: int, seed: int, frames: int = 16, size: int = 32):
     return videos, labels
 
 
-def pixel_stats(videos) -> dict:
-    """The videos' per-channel pixel mean and std in [0, 1], as model overrides (what a build
-    records and config.data.pixel_stats="dataset" uses)."""
-    x = videos.reshape(-1, 3) / 255.0
-    return dict(pixel_mean=tuple(float(v) for v in x.mean(0)),
-                pixel_std=tuple(float(v) for v in x.std(0)))
+def dataset_stats(videos) -> dict:
+    """The videos' pixel mean and std as model overrides, computed as a build computes them for
+    config.data.pixel_stats="dataset"."""
+    stats = pixel_stats(sum(pixel_sums(video) for video in videos))
+    return dict(pixel_mean=tuple(stats["mean"]), pixel_std=tuple(stats["std"]))
 
 
 def clips(videos, rng, num_frames=8, stride=2, train=True):
@@ -112,7 +112,7 @@ def run(args) -> dict:
     args.preset, family = FAMILIES[args.family] if args.family else (args.model, SMALL)
     overrides = dict(family, num_classes=2, num_frames=args.frames, image_size=args.size)
     if args.pixels == "dataset":  # the training videos' own statistics
-        overrides.update(pixel_stats(train_v))
+        overrides.update(dataset_stats(train_v))
     overrides.update({k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)})
     model = experiment_model(args, overrides)
     graphdef, params, rest = split_model(model)
@@ -143,7 +143,7 @@ def run(args) -> dict:
     below = np.nonzero(smooth < 0.9 * math.log(2))[0]
     plateau = int(below[0]) + 20 if len(below) else None
     return dict(family=args.family, model=args.preset, pixels=args.pixels,
-                overrides={k: v for k, v in overrides.items()}, kernel_init=args.kernel_init,
+                overrides=dict(overrides), kernel_init=args.kernel_init,
                 classifier_init=args.classifier_init,
                 temporal_embed_init=args.temporal_embed_init,
                 task=args.task, steps=args.steps, lr=args.lr, warmup=args.warmup,

@@ -143,6 +143,32 @@ def test_pixel_statistics_from_the_dataset(data_dir, tmp_path):
         setup(config, str(tmp_path))
 
 
+def test_an_older_synthetic_dataset_is_regenerated_for_dataset_stats(tmp_path):
+    """A synthetic dataset generated before builds measured pixel statistics is made again when
+    the run normalises with them; a real dataset's run says to rebuild instead."""
+    import json
+
+    from vidmix.training.trainer import build_report, dataset_pixel_stats, ensure_dataset
+
+    config = demo_config()
+    config.data.dir = str(tmp_path / "data")
+    config.data.build.update(num_train=4, num_val=2, num_frames=4, size=16)
+    directory = build_report(ensure_dataset(config)).data_dir
+    report = os.path.join(directory, "build_report.json")
+    with open(report) as f:
+        old = {k: v for k, v in json.load(f).items() if k != "pixel_stats"}
+    with open(report, "w") as f:
+        json.dump(old, f)
+    assert not load_report(directory).pixel_stats
+    ensure_dataset(config)
+    assert set(load_report(directory).pixel_stats) == {"train", "val"}
+    with open(report, "w") as f:
+        json.dump(old, f)
+    config.data.kind = "video_folder"  # the user's own videos: not remade, but named
+    with pytest.raises(ConfigError, match="has no pixel statistics .* rebuild the dataset"):
+        dataset_pixel_stats(config, ensure_dataset(config))
+
+
 def _main(args, **kw):
     return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True,
                           text=True, **kw)

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 
 
 class Prefetch:
-    """An iterator over `put(batch)` for the batches of `iterator`, `size` of them fetched ahead.
+    """An iterator over `put(batch)` for the batches of `iterator`, `size` of them fetched ahead
+    (0: none, in the caller's thread).
 
     Only the background thread touches `iterator` (grain iterators are not thread-safe). Restore
     the iterator's state before wrapping it. An error in the data pipeline is raised by the
@@ -24,10 +25,11 @@ class Prefetch:
     """
 
     def __init__(self, iterator: Iterator, put: Callable = lambda batch: batch, size: int = 1):
-        if size < 1:
-            raise ValueError(f"prefetch size must be >= 1, got {size}")
+        if size < 0:
+            raise ValueError(f"prefetch size must be >= 0, got {size}")
         self._iterator, self._put = iterator, put
-        self._pool = futures.ThreadPoolExecutor(1, thread_name_prefix="vidmix-prefetch")
+        self._pool = (futures.ThreadPoolExecutor(1, thread_name_prefix="vidmix-prefetch")
+                      if size else None)  # 0: no thread, each batch read when asked for
         self._pending: collections.deque[futures.Future] = collections.deque()
         for _ in range(size):
             self._submit()
@@ -43,13 +45,15 @@ class Prefetch:
         return self
 
     def __next__(self):
+        if self._pool is None:
+            return self._fetch()[1]
         _, batch = self._pending.popleft().result()
         self._submit()
         return batch
 
     def get_state(self):
         """The iterator state before the next batch `next()` returns (waits for its fetch)."""
-        return self._pending[0].result()[0]
+        return self._pending[0].result()[0] if self._pending else self._iterator.get_state()
 
     def set_state(self, state) -> None:
         raise TypeError("restore the wrapped iterator's state before wrapping it in Prefetch")
@@ -58,4 +62,5 @@ class Prefetch:
         """Stops the thread after the fetch in flight; the wrapped iterator stays open."""
         for future in self._pending:
             future.cancel()
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
