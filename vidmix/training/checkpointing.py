@@ -16,13 +16,13 @@ predict and export leave them where they are.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
-import sys
 from collections.abc import Callable
 
 import grain
@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+from orbax.checkpoint._src import asyncio_utils
 
 from vidmix.training.errors import UserError
 
@@ -43,26 +44,35 @@ class DamagedCheckpointError(UserError):
     """No checkpoint of a run could be read and verified (or not the one asked for)."""
 
 
-def _quiet_abandoned_reads() -> None:
-    """After a failed read, orbax leaves the reads of the step's other arrays as suspended
-    coroutines on an event loop it has closed; when Python collects them (at any later moment,
-    often at exit) each prints "Exception ignored in: <coroutine ...>" with a traceback of the
-    same read error, which vidmix has already reported in one line. From the first failed read
-    on, those reports (and only those: coroutines of orbax's serialization module) are logged at
-    debug level instead; every other unraisable exception still reaches the previous hook."""
-    previous = sys.unraisablehook
-    if getattr(previous, "_vidmix_quiet", False):
+def _finish_abandoned_reads() -> None:
+    """Makes orbax wait for all of a restore's reads before it closes their event loop.
+
+    orbax runs each restore on a fresh event loop and gathers one read per array; when one read
+    fails, the gather raises at once and the loop is closed with the other reads still in flight.
+    TensorStore then completes them from its own threads onto the closed loop ("RuntimeError:
+    Event loop is closed" tracebacks), and failed reads nobody awaited are logged as "Task
+    exception was never retrieved", all long after vidmix reported the damage in one line.
+    Wrapping orbax's coroutine so that, once it is done, it awaits every other task of its loop
+    (keeping their errors) removes that noise at its source; a read that succeeds is unchanged.
+    Installed once; without orbax's hook (another orbax version), nothing changes."""
+    run = getattr(asyncio_utils, "_run_sync_via_new_loop", None)
+    if run is None or getattr(run, "_vidmix_drains", False):
         return
 
-    def hook(unraisable):
-        code = getattr(unraisable.object, "cr_code", None)
-        if code is not None and "orbax" in code.co_filename:
-            log.debug("abandoned orbax read: %s", unraisable.exc_value)
-            return
-        previous(unraisable)
+    async def drained(coro):
+        try:
+            return await coro
+        finally:
+            others = asyncio.all_tasks() - {asyncio.current_task()}
+            if others:
+                await asyncio.gather(*others, return_exceptions=True)
 
-    hook._vidmix_quiet = True
-    sys.unraisablehook = hook
+    def run_drained(coro):
+        return run(drained(coro))
+
+    run_drained._vidmix_drains = True
+    run_drained.__wrapped__ = run  # orbax's own
+    asyncio_utils._run_sync_via_new_loop = run_drained
 
 
 class _Damaged(Exception):
@@ -218,6 +228,7 @@ class Checkpoints:
                         data=grain.checkpoint.CheckpointHandler(),
                         **{RECORD: ocp.JsonCheckpointHandler()}) if read_only else None
         self.manager = ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+        _finish_abandoned_reads()
 
     def due(self, step: int) -> bool:
         return step % self.every == 0
@@ -274,7 +285,6 @@ class Checkpoints:
         except Exception as e:
             if (why := _read_error(e, self._step_dir(step))) is None:
                 raise
-            _quiet_abandoned_reads()
             raise _Damaged(what + why) from e
 
     def _saved_params(self, step: int):
