@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -178,21 +179,40 @@ def _flags(config_args):
     return [f"--config.{k}={v}" for k, v in config_args.items()]
 
 
+def _kill_once_saved(args, checkpoint_dir, step: int):
+    """Runs main.py with `args` and SIGKILLs it, like a preempted machine, as soon as checkpoint
+    `step` is complete (orbax names a step's directory only once it is whole); the run then is
+    somewhere in the steps after it, possibly in the middle of its next save."""
+    proc = subprocess.Popen([sys.executable, "main.py", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while not os.path.isdir(os.path.join(checkpoint_dir, str(step))):
+            assert proc.poll() is None, f"main.py ended before step {step}: {proc.stderr.read()}"
+            time.sleep(0.02)
+        proc.kill()
+    finally:
+        proc.communicate(timeout=60)
+    return proc.returncode
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bitwise(data_dir, tmp_path):
     base = {"data.dir": data_dir, "data.num_frames": 4, "data.image_size": 16,
-            "train.batch_size": 8, "train.num_steps": 8, "train.checkpoint_every": 4,
-            "eval.batch_size": 8, "eval.every": 0, "model.overrides.width": 32,
-            "model.overrides.depth": 2, "model.overrides.num_heads": 2}
+            "train.batch_size": 8, "train.num_steps": 60, "train.checkpoint_every": 4,
+            "train.keep_checkpoints": 100, "eval.batch_size": 8, "eval.every": 0,
+            "model.overrides.width": 32, "model.overrides.depth": 2,
+            "model.overrides.num_heads": 2}
     full = _main(["--workdir", str(tmp_path / "full"), *_flags(base)])
     assert full.returncode == 0, full.stderr[-3000:]
-    killed = _main(["--workdir", str(tmp_path / "resumed"), *_flags(base),
-                    "--config.train.debug_kill_at_step=5"])
-    assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL after step 5
-    assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints"))[:1] == ["4"]
-    resumed = _main(["--workdir", str(tmp_path / "resumed"), *_flags(base)])
+    resumed_dir = tmp_path / "resumed"
+    killed = _kill_once_saved(["--workdir", str(resumed_dir), *_flags(base)],
+                              resumed_dir / "checkpoints", 4)
+    assert killed == -9
+    saved = sorted(int(s) for s in os.listdir(resumed_dir / "checkpoints") if s.isdigit())
+    assert 4 in saved and saved[-1] < 60, saved
+    resumed = _main(["--workdir", str(resumed_dir), *_flags(base)])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from step 4" in resumed.stderr
+    assert resumed.stderr.count(f"resumed from step {saved[-1]}") == 1
     from vidmix.training.checkpointing import Checkpoints
 
     finals = []
@@ -200,12 +220,12 @@ def test_resume_after_sigkill_is_bitwise(data_dir, tmp_path):
         ckpt = Checkpoints(str(tmp_path / run / "checkpoints"), 1, 1)
         finals.append((ckpt.latest_step(), _leaves(ckpt.saved_state()["params"])))
         ckpt.close()
-    assert finals[0][0] == finals[1][0] == 8
+    assert finals[0][0] == finals[1][0] == 60
     for a, b in zip(finals[0][1], finals[1][1], strict=True):
         np.testing.assert_array_equal(a, b)
     steps = [json.loads(line)["step"] for line in open(tmp_path / "resumed" / "metrics.jsonl")
              if '"train"' in line]
-    assert steps[-1] == 8
+    assert steps[-1] == 60
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):

@@ -74,7 +74,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.log_every = 10
     c.train.checkpoint_every = 200
     c.train.keep_checkpoints = 3
-    c.train.debug_kill_at_step = 0  # tests only: SIGKILL the process after this step's save
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 64

@@ -418,9 +418,6 @@ def train(config, workdir: str) -> dict:
                 metrics_sum, count, tick = None, 0, time.perf_counter()
             bar.update(1)
             checkpoints.maybe_save(step, state, batches, force=last or stop["signal"] is not None)
-            if config.train.debug_kill_at_step and step == config.train.debug_kill_at_step:
-                checkpoints.wait()
-                os.kill(os.getpid(), signal.SIGKILL)  # tests: die like a preempted machine
             if stop["signal"] is not None:
                 log.warning("SIGTERM: saved step %d, stopping; rerun to resume", step)
                 break
