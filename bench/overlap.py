@@ -32,11 +32,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 
 from configs.default import get_config  # noqa: E402
+from vidmix.data.from_config import train_loader  # noqa: E402
 from vidmix.data.pipeline import close_iterator  # noqa: E402
 from vidmix.training import mesh as mesh_lib  # noqa: E402
 from vidmix.training.prefetch import Prefetch  # noqa: E402
 from vidmix.training.steps import make_train_step  # noqa: E402
-from vidmix.training.trainer import setup, train_loader  # noqa: E402
+from vidmix.training.trainer import setup  # noqa: E402
 
 
 def experiment(args, root: str, workers: int):

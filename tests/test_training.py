@@ -149,7 +149,8 @@ def test_an_older_synthetic_dataset_is_regenerated_for_dataset_stats(tmp_path):
     the run normalises with them; a real dataset's run says to rebuild instead."""
     import json
 
-    from vidmix.training.trainer import build_report, dataset_pixel_stats, ensure_dataset
+    from vidmix.data.from_config import build_report, ensure_dataset
+    from vidmix.training.trainer import dataset_pixel_stats
 
     config = demo_config()
     config.data.dir = str(tmp_path / "data")

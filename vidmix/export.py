@@ -28,9 +28,9 @@ import numpy as np
 
 from vidmix.checkpoints.mapping import unstack
 from vidmix.checkpoints.pretrained import load_folder_tensors, save_pretrained
+from vidmix.errors import UserError
 from vidmix.models import build_model, model_config
 from vidmix.training.checkpointing import Checkpoints, key_names
-from vidmix.training.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def export(workdir: str, out: str, *, step: int | None = None,
     model = build_model(cfg)
     # the train state keeps scanned layers stacked; the folder names them per layer
     load_folder_tensors(model, unstack(model, tensors), source=f"{workdir}/checkpoints/{step}")
-    from vidmix.training.trainer import eval_preprocessing
+    from vidmix.data.from_config import eval_preprocessing
 
     side = dataset_short_side(config) if short_side == "dataset" else short_side
     return save_pretrained(model, out, names, preset=config.model.name,

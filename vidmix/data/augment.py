@@ -50,7 +50,7 @@ def multiscale_box(h, w, out, rng, scales=(1.0, 0.875, 0.75, 0.66)):
 TRAIN_CROPS = {"jitter": jitter_box, "rrc": rrc_box, "multiscale": multiscale_box}
 
 
-def test_boxes(h, w, out, num_crops):
+def eval_boxes(h, w, out, num_crops):
     """Short side resized to `out`, then `num_crops` squares spread along the long side (1: centre;
     3: both ends and the centre)."""
     side = min(h, w)

@@ -18,7 +18,7 @@ the number of worker processes; with workers, each worker batches its own record
 share a batch does depend on `worker_count` (keep it fixed within a run; it is part of the saved
 iterator state).
 
-Test: every video expands into num_clips x num_crops views, each labelled with its `video_id`
+Eval: every video expands into num_clips x num_crops views, each labelled with its `video_id`
 (the video's index in the split) so an evaluator can combine them. The view list is padded to a
 whole number of batches on every process; padding has `mask` 0, so every view is seen exactly once.
 
@@ -72,7 +72,7 @@ class ClipOptions:
     rand_augment_ops: int = 0  # RandAugment chain length (0: off)
     rand_augment_magnitude: float = 9.0
     random_erasing: float = 0.0  # probability per clip (drawn here, applied in the train step)
-    num_clips: int = 1  # test views: temporal clips ...
+    num_clips: int = 1  # eval views: temporal clips ...
     num_crops: int = 1  # ... times spatial crops (1 or 3)
 
     def __post_init__(self):
@@ -116,7 +116,7 @@ def train_clip(record, rng: np.random.Generator, opts: ClipOptions) -> dict:
     return clip
 
 
-def test_view(record, view: int, opts: ClipOptions):
+def eval_view(record, view: int, opts: ClipOptions):
     """View `view` = clip * num_crops + crop of one video: (video (T, H, W, 3) uint8, indices
     (T,)).
 
@@ -128,7 +128,7 @@ def test_view(record, view: int, opts: ClipOptions):
     else:
         indices = sampling.SAMPLERS[opts.sampling][1](n, opts.num_frames, opts.stride,
                                                       opts.num_clips)[clip]
-    box = augment.test_boxes(*hw, opts.image_size, opts.num_crops)[crop]
+    box = augment.eval_boxes(*hw, opts.image_size, opts.num_crops)[crop]
     frames = stored_frames(record, indices, augment.draft_size(box, opts.image_size, hw))
     return stack_frames(augment.crop_resize(frames, box, opts.image_size, hw)), indices
 
@@ -181,7 +181,7 @@ class TrainClip(grain.transforms.RandomMap):
                 "video_id": np.int32(video_id), "mask": np.float32(1)}
 
 
-class TestView(grain.transforms.Map):
+class EvalView(grain.transforms.Map):
     def __init__(self, opts: ClipOptions):
         self.opts = opts
 
@@ -192,7 +192,7 @@ class TestView(grain.transforms.Map):
                     "frame_index": np.arange(self.opts.num_frames, dtype=np.int32),
                     "label": np.int32(0), "video_id": np.int32(-1), "mask": np.float32(0)}
         video_id, view, record = element
-        video, index = test_view(record, view, self.opts)
+        video, index = eval_view(record, view, self.opts)
         return {"video": video, "frame_index": index, "label": np.int32(record["label"]),
                 "video_id": np.int32(video_id), "mask": np.float32(1)}
 
@@ -210,7 +210,7 @@ class MixBatch(grain.transforms.RandomMap):
 
 @dataclasses.dataclass
 class VideoLoader:
-    """An iterable of batches. `num_batches` is per pass for test loaders (None when endless)."""
+    """An iterable of batches. `num_batches` is per pass for eval loaders (None when endless)."""
 
     loader: grain.DataLoader
     num_examples: int  # videos in the split, over all processes
@@ -283,7 +283,7 @@ def make_loader(data_dir, split: str, num_frames: int, image_size: int, batch_si
         per_pass = batch_size * count
         length = math.ceil(len(source) * views / per_pass) * per_pass
         data = ViewSource(source, views, length)
-        ops = [TestView(opts), grain.transforms.Batch(batch_size, drop_remainder=True)]
+        ops = [EvalView(opts), grain.transforms.Batch(batch_size, drop_remainder=True)]
         sampler = grain.samplers.IndexSampler(
             length, grain.sharding.ShardOptions(index, count, drop_remainder=True),
             shuffle=False, num_epochs=1, seed=seed)

@@ -33,7 +33,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint._src import asyncio_utils
 
-from vidmix.training.errors import UserError
+from vidmix.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 `check_config(config)` runs before any data is read or a model compiled (main.py and the trainer
 call it), and raises `ConfigError` naming the key, the value and what is valid, so a mistake costs
 a second, not a training budget. Checks that need the dataset (clip length against the videos'
-frame counts) live with the data code (`trainer.check_clip_length`).
+frame counts) live with the data code (`vidmix.data.from_config.check_clip_length`).
 """
 
 from __future__ import annotations
@@ -11,14 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from vidmix.training.errors import UserError
+from vidmix.errors import ConfigError
 
 # A rule: (predicate, what is valid), the text completing "must be ...".
 Rule = tuple[Callable[[object], bool], str]
-
-
-class ConfigError(UserError, ValueError):
-    """A config value out of its valid range (a user's mistake, reported without a traceback)."""
 
 
 def _number(x) -> bool:

@@ -20,17 +20,12 @@ import av
 import numpy as np
 
 from vidmix.data import decode, open_dataset
-from vidmix.data.pipeline import ClipOptions, test_view
+from vidmix.data.from_config import eval_clip, eval_preprocessing, loader_options
+from vidmix.data.pipeline import ClipOptions, eval_view
+from vidmix.errors import MissingFileError, UnreadableVideoError
 from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
-from vidmix.training.errors import MissingFileError, UnreadableVideoError
-from vidmix.training.trainer import (
-    _eval_step_fn,
-    checkpoint_params,
-    eval_clip,
-    loader_options,
-    setup,
-)
+from vidmix.training.trainer import _eval_step_fn, checkpoint_params, setup
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +44,7 @@ def video_record(path, short_side: int | None) -> dict:
 
 def _views(record, opts: ClipOptions, pad_to: int = 1) -> tuple[dict, np.ndarray]:
     """All test views of one video as a batch padded to a multiple of `pad_to`, and its mask."""
-    views, index = zip(*(test_view(record, v, opts)
+    views, index = zip(*(eval_view(record, v, opts)
                          for v in range(opts.num_clips * opts.num_crops)), strict=True)
     log.info("predict: %d view(s) of %d frames (the video has %d)", len(views),
              len(index[0]), record["num_frames"])
@@ -69,8 +64,6 @@ def _top_k(logits, mask, combine: str, names, k: int) -> list[tuple[str, float]]
 
 def folder_preprocessing(config, info: dict) -> dict:
     """The folder's preprocessing; what it lacks comes from `config` (logged)."""
-    from vidmix.training.trainer import eval_preprocessing
-
     fallback = eval_preprocessing(config, short_side=None)
     fallback["image_size"] = info["config"].get("image_size", config.data.image_size)
     pre = dict(info.get("preprocessing") or {})

@@ -1,5 +1,5 @@
-"""Errors a user causes and fixes (a config value, a damaged checkpoint): main.py prints them as
-one line, without a traceback."""
+"""Errors a user causes and fixes (a config value, a missing dataset, a damaged checkpoint, a bad
+video): main.py prints them as one line, without a traceback (`--traceback` shows it)."""
 
 
 class UserError(Exception):
@@ -12,3 +12,7 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class UnreadableVideoError(UserError, ValueError):
     """A video given to predict that cannot be decoded (not a video, truncated, no frames)."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value out of its valid range (a user's mistake, reported without a traceback)."""
