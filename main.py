@@ -25,8 +25,8 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from vidmix.checkpoints.errors import CheckpointError
+from vidmix.errors import UserError
 from vidmix.training.config_checks import problems as config_problems
-from vidmix.training.errors import UserError
 
 # Errors a user causes and fixes; anything else is a bug and keeps its traceback.
 USER_ERRORS = (UserError, CheckpointError, FileNotFoundError, FileExistsError)
