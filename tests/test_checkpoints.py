@@ -8,7 +8,7 @@ from conftest import rel_err
 from transformers import ViTConfig, ViTForImageClassification
 
 import vidmix
-from vidmix.checkpoints.canonical import patch_kernel
+from vidmix.checkpoints.families.vit import patch_kernel
 
 D, HEADS, DEPTH, CLASSES = 48, 4, 2, 7
 VIT = dict(hidden_size=D, num_hidden_layers=DEPTH, num_attention_heads=HEADS,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-from vidmix.checkpoints import canonical, canonical_swin, canonical_vtn, pretrained
+from vidmix.checkpoints import pretrained
 from vidmix.checkpoints.errors import CheckpointError
+from vidmix.checkpoints.families import pst, vit, vtn
 from vidmix.checkpoints.formats import FORMATS
 from vidmix.checkpoints.mapping import assign, param_paths
 from vidmix.checkpoints.readers import read_tensors
@@ -15,8 +16,7 @@ from vidmix.models.vtn import VTNConfig
 
 # model config class -> `mapping(cfg, canonical tensors, model params, inflate=) -> (mapping,
 # dropped)`, the conversion of canonical tensors into that family's models
-MAPPINGS = {VideoViTConfig: canonical.mapping, VTNConfig: canonical_vtn.mapping,
-            PSTConfig: canonical_swin.mapping}
+MAPPINGS = {VideoViTConfig: vit.convert, VTNConfig: vtn.convert, PSTConfig: pst.convert}
 
 
 def detect_format(keys) -> str:
@@ -38,7 +38,7 @@ def load_weights(model, path: str | os.PathLike, *, format: str = "auto", ignore
     Face) and XViT (official `.pth`) video checkpoints, and vidmix's own model folders
     (`vidmix.save_pretrained`, recognised by their config.json; read name for name, so the model
     must have the folder's parameters, or `ignore` the others). What an image checkpoint lacks is
-    initialised as the papers do (see `vidmix.checkpoints.canonical`); position embeddings are
+    initialised as the papers do (see `vidmix.checkpoints.families.vit`); position embeddings are
     resized to the model's grid; a head of another kind or class count is replaced by a new one
     (logged).
 

@@ -2,7 +2,7 @@
 official video release (MMAction2, github MartinXM/TPS).
 
 All are renamed into the official Swin names (also timm's before 0.9), the canonical names of
-`vidmix.checkpoints.canonical_swin`:
+`vidmix.checkpoints.families.pst`:
 `patch_embed.proj.*`, `patch_embed.norm.*`, `layers.{i}.blocks.{j}.{norm1, attn.qkv (rows q, k, v),
 attn.proj, attn.relative_position_bias_table, norm2, mlp.fc1, mlp.fc2}.*`,
 `layers.{i}.downsample.{reduction.weight, norm.*}` (at the end of stage i), `norm.*`, `head.*`.

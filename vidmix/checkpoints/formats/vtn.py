@@ -1,6 +1,6 @@
 """VTN's official release (PySlowFast `.pyth`/`.pth`, the weights under `model_state`).
 
-The release's names are already the canonical VTN names of `vidmix.checkpoints.canonical_vtn`:
+The release's names are already the canonical VTN names of `vidmix.checkpoints.families.vtn`:
 - `backbone.*`: the timm ViT-B/16 built with `num_classes=0` (timm names, no classifier);
 - `cls_token` (1, 1, D): the learned [CLS] of the temporal encoder;
 - `temporal_encoder.*`: a Hugging Face `LongformerModel` without pooler, its word embeddings
