@@ -6,17 +6,19 @@ import os
 
 from vidmix.checkpoints import pretrained
 from vidmix.checkpoints.errors import CheckpointError
-from vidmix.checkpoints.families import pst, vit, vtn
 from vidmix.checkpoints.formats import FORMATS
 from vidmix.checkpoints.mapping import assign, param_paths
 from vidmix.checkpoints.readers import read_tensors
-from vidmix.models.config import VideoViTConfig
-from vidmix.models.pst import PSTConfig
-from vidmix.models.vtn import VTNConfig
+from vidmix.models.registry import FAMILIES
 
-# model config class -> `mapping(cfg, canonical tensors, model params, inflate=) -> (mapping,
-# dropped)`, the conversion of canonical tensors into that family's models
-MAPPINGS = {VideoViTConfig: vit.convert, VTNConfig: vtn.convert, PSTConfig: pst.convert}
+
+def _conversion(cfg):
+    """The registered weight conversion of `cfg`'s family (`Family.convert`)."""
+    family = next((f for f in FAMILIES.values() if type(cfg) is f.config), None)
+    convert = family.conversion() if family is not None else None
+    if convert is None:
+        raise CheckpointError(f"no checkpoint conversion for {type(cfg).__name__} models")
+    return convert
 
 
 def detect_format(keys) -> str:
@@ -57,9 +59,7 @@ def load_weights(model, path: str | os.PathLike, *, format: str = "auto", ignore
         format = detect_format(tensors.keys())
     tensors = FORMATS[format].to_canonical(tensors)
     params = param_paths(model)
-    family = MAPPINGS.get(type(model.config))
-    if family is None:
-        raise CheckpointError(f"no checkpoint conversion for {type(model.config).__name__} models")
-    mapping, dropped = family(model.config, tensors, params, inflate=inflate)
+    convert = _conversion(model.config)
+    mapping, dropped = convert(model.config, tensors, params, inflate=inflate)
     return assign(model, tensors, mapping, ignore=ignore, dropped=dropped,
                   source=f"{os.fspath(path)} ({format})")
