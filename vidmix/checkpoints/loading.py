@@ -6,7 +6,7 @@ import os
 
 from vidmix.checkpoints import pretrained
 from vidmix.checkpoints.errors import CheckpointError
-from vidmix.checkpoints.formats import FORMATS
+from vidmix.checkpoints.formats import FORMATS, detect_format
 from vidmix.checkpoints.mapping import assign, param_paths
 from vidmix.checkpoints.readers import read_tensors
 from vidmix.models.registry import FAMILIES
@@ -19,16 +19,6 @@ def _conversion(cfg):
     if convert is None:
         raise CheckpointError(f"no checkpoint conversion for {type(cfg).__name__} models")
     return convert
-
-
-def detect_format(keys) -> str:
-    keys = set(keys)
-    for name, fmt in FORMATS.items():
-        if fmt.detect(keys):
-            return name
-    sample = ", ".join(sorted(keys)[:8])
-    raise CheckpointError(f"unrecognised checkpoint layout (first keys: {sample}); known "
-                          f"formats: {', '.join(FORMATS)}")
 
 
 def load_weights(model, path: str | os.PathLike, *, format: str = "auto", ignore=(),
@@ -44,8 +34,9 @@ def load_weights(model, path: str | os.PathLike, *, format: str = "auto", ignore
     resized to the model's grid; a head of another kind or class count is replaced by a new one
     (logged).
 
-    format: "auto" (recognised from the file's keys) or one of `FORMATS`. ignore: glob patterns of
-    model parameters to leave as they are (e.g. "head/*") and of source tensors to leave unused.
+    format: "auto" (the one format of `FORMATS` that recognises the file's keys) or a name in
+    `FORMATS`. ignore: glob patterns of model parameters to leave as they are (e.g. "head/*") and
+    of source tensors to leave unused.
     inflate: how a 2-D patch kernel becomes a tubelet kernel, "average" or "central".
     Anything else that does not map one-to-one raises `CheckpointMismatchError` naming every key,
     and the model is left untouched.

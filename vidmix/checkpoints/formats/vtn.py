@@ -13,6 +13,8 @@ The release's names are already the canonical VTN names of `vidmix.checkpoints.f
 
 from __future__ import annotations
 
+from vidmix.checkpoints.formats.registry import Format
+
 
 def detect(keys) -> bool:
     return ("backbone.patch_embed.proj.weight" in keys
@@ -21,3 +23,6 @@ def detect(keys) -> bool:
 
 def to_canonical(tensors: dict) -> dict:
     return dict(tensors)
+
+
+FORMAT = Format('vtn', detect, to_canonical)
