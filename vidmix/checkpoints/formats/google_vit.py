@@ -106,4 +106,4 @@ def to_canonical(tensors: dict) -> dict:
     return out
 
 
-FORMAT = Format('google_vit', detect, to_canonical)
+FORMAT = Format("google_vit", detect, to_canonical)

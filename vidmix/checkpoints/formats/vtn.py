@@ -25,4 +25,4 @@ def to_canonical(tensors: dict) -> dict:
     return dict(tensors)
 
 
-FORMAT = Format('vtn', detect, to_canonical)
+FORMAT = Format("vtn", detect, to_canonical)

@@ -18,4 +18,4 @@ def to_canonical(tensors: dict) -> dict:
     return out
 
 
-FORMAT = Format('xvit', detect, to_canonical)
+FORMAT = Format("xvit", detect, to_canonical)
