@@ -8,7 +8,7 @@ from conftest import rel_err
 from transformers import ViTConfig, ViTForImageClassification
 
 import vidmix
-from vidmix.checkpoints.canonical import patch_kernel
+from vidmix.checkpoints.families.vit import patch_kernel
 
 D, HEADS, DEPTH, CLASSES = 48, 4, 2, 7
 VIT = dict(hidden_size=D, num_hidden_layers=DEPTH, num_attention_heads=HEADS,
@@ -514,3 +514,53 @@ def test_plain_timm_vit_is_not_taken_for_timesformer(canonical):
 
     assert vidmix.checkpoints.detect_format(canonical) == "timm_vit"
     assert not official.detect(set(canonical))
+
+
+# Every file matches exactly one format ----------------------------------------------------------
+def layout_examples(ref) -> list[tuple[str, set[str]]]:
+    """(format, tensor names) of every layout the test suite writes, built as its tests build them
+    (HF ViT saved and in memory, timm, the four Google layouts, XViT, TimeSformer official and HF,
+    VTN, and Swin: HF, timm, official, and the PST release)."""
+    import tempfile
+
+    from safetensors.numpy import load_file
+    from test_pst import hf_swin
+    from test_timesformer_parity import hf_model
+    from test_vtn import Reference
+
+    from vidmix.checkpoints.formats import swin, torch_vit
+
+    hub = hub_state(ref)
+    out = [("hf_vit", set(hub)), ("hf_vit", set(ref.state_dict())),
+           ("timm_vit", set(torch_vit.hugging_face.to_canonical(hub))),
+           ("xvit", set(xvit_release(np.random.default_rng(0)))),
+           ("vtn", set(Reference().official_state()))]
+    out += [("google_vit", set(google_npz(ref, s)))
+            for s in ("orig", "linen", "big_vision", "big_vision_scanned")]
+    for attention_type in ("space_only", "joint_space_time", "divided_space_time"):
+        hf = hf_model(attention_type)
+        out += [("timesformer", set(official_timesformer(hf))),
+                ("hf_timesformer", set(hf.state_dict()))]
+    with tempfile.TemporaryDirectory() as d:
+        hf_swin(56).save_pretrained(d)
+        hf = load_file(f"{d}/model.safetensors")
+    official = set(swin.hugging_face.to_canonical(hf))
+    timm = {k.replace("layers.1.downsample", "layers.2.downsample").replace("head.", "head.fc.")
+            for k in official}
+    out += [("hf_swin", set(hf)), ("swin", official), ("swin", timm),
+            ("swin", {f"model.{k}" for k in official}),
+            ("pst_mmaction", {k.replace("head.", "cls_head.fc_cls.") if k.startswith("head.")
+                              else f"backbone.{k}" for k in official})]
+    return out
+
+
+def test_every_layout_matches_exactly_one_format(ref):
+    """Detection is order-free: on each example layout exactly its own detector fires, and every
+    registered format (but vidmix's folders, known by their marker) has an example."""
+    from vidmix.checkpoints.formats import FORMATS
+
+    examples = layout_examples(ref)
+    for expected, keys in examples:
+        matches = [name for name, fmt in FORMATS.items() if fmt.detect(keys)]
+        assert matches == [expected], (expected, matches, sorted(keys)[:5])
+    assert {name for name, _ in examples} == set(FORMATS) - {"vidmix"}

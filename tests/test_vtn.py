@@ -17,7 +17,7 @@ from transformers import LongformerConfig, LongformerModel, ViTConfig, ViTForIma
 
 import vidmix
 from vidmix.checkpoints import CheckpointMismatchError, detect_format
-from vidmix.checkpoints.canonical_vtn import temporal_mapping
+from vidmix.checkpoints.families.vtn import temporal_mapping
 from vidmix.checkpoints.mapping import assign
 from vidmix.models import model_config
 from vidmix.models.cost import gmacs_per_view, xla_flops

@@ -25,7 +25,7 @@ import os
 from flax import nnx
 
 from vidmix.checkpoints import load_weights
-from vidmix.checkpoints.canonical import INFLATIONS
+from vidmix.checkpoints.families.vit import INFLATIONS
 from vidmix.checkpoints.pretrained import (
     PREPROCESSING_KEYS,
     WEIGHTS_FILE,

@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import os
 
-from vidmix.checkpoints import canonical, canonical_swin, canonical_vtn, pretrained
+from vidmix.checkpoints import pretrained
 from vidmix.checkpoints.errors import CheckpointError
-from vidmix.checkpoints.formats import FORMATS
+from vidmix.checkpoints.formats import FORMATS, detect_format
 from vidmix.checkpoints.mapping import assign, param_paths
 from vidmix.checkpoints.readers import read_tensors
-from vidmix.models.config import VideoViTConfig
-from vidmix.models.pst import PSTConfig
-from vidmix.models.vtn import VTNConfig
-
-# model config class -> `mapping(cfg, canonical tensors, model params, inflate=) -> (mapping,
-# dropped)`, the conversion of canonical tensors into that family's models
-MAPPINGS = {VideoViTConfig: canonical.mapping, VTNConfig: canonical_vtn.mapping,
-            PSTConfig: canonical_swin.mapping}
+from vidmix.models.registry import FAMILIES
 
 
-def detect_format(keys) -> str:
-    keys = set(keys)
-    for name, fmt in FORMATS.items():
-        if fmt.detect(keys):
-            return name
-    sample = ", ".join(sorted(keys)[:8])
-    raise CheckpointError(f"unrecognised checkpoint layout (first keys: {sample}); known "
-                          f"formats: {', '.join(FORMATS)}")
+def _conversion(cfg):
+    """The registered weight conversion of `cfg`'s family (`Family.convert`)."""
+    family = next((f for f in FAMILIES.values() if type(cfg) is f.config), None)
+    convert = family.conversion() if family is not None else None
+    if convert is None:
+        raise CheckpointError(f"no checkpoint conversion for {type(cfg).__name__} models")
+    return convert
 
 
 def load_weights(model, path: str | os.PathLike, *, format: str = "auto", ignore=(),
@@ -38,12 +30,13 @@ def load_weights(model, path: str | os.PathLike, *, format: str = "auto", ignore
     Face) and XViT (official `.pth`) video checkpoints, and vidmix's own model folders
     (`vidmix.save_pretrained`, recognised by their config.json; read name for name, so the model
     must have the folder's parameters, or `ignore` the others). What an image checkpoint lacks is
-    initialised as the papers do (see `vidmix.checkpoints.canonical`); position embeddings are
+    initialised as the papers do (see `vidmix.checkpoints.families.vit`); position embeddings are
     resized to the model's grid; a head of another kind or class count is replaced by a new one
     (logged).
 
-    format: "auto" (recognised from the file's keys) or one of `FORMATS`. ignore: glob patterns of
-    model parameters to leave as they are (e.g. "head/*") and of source tensors to leave unused.
+    format: "auto" (the one format of `FORMATS` that recognises the file's keys) or a name in
+    `FORMATS`. ignore: glob patterns of model parameters to leave as they are (e.g. "head/*") and
+    of source tensors to leave unused.
     inflate: how a 2-D patch kernel becomes a tubelet kernel, "average" or "central".
     Anything else that does not map one-to-one raises `CheckpointMismatchError` naming every key,
     and the model is left untouched.
@@ -57,9 +50,7 @@ def load_weights(model, path: str | os.PathLike, *, format: str = "auto", ignore
         format = detect_format(tensors.keys())
     tensors = FORMATS[format].to_canonical(tensors)
     params = param_paths(model)
-    family = MAPPINGS.get(type(model.config))
-    if family is None:
-        raise CheckpointError(f"no checkpoint conversion for {type(model.config).__name__} models")
-    mapping, dropped = family(model.config, tensors, params, inflate=inflate)
+    convert = _conversion(model.config)
+    mapping, dropped = convert(model.config, tensors, params, inflate=inflate)
     return assign(model, tensors, mapping, ignore=ignore, dropped=dropped,
                   source=f"{os.fspath(path)} ({format})")

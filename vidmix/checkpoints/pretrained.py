@@ -59,21 +59,18 @@ NORMALISATION_KEYS = {"mean": "pixel_mean", "std": "pixel_std"}
 
 def family_of(cfg) -> str:
     """The registered family name of a model config ("vit", "vtn", "pst")."""
-    from vidmix.models.registry import FAMILIES
+    from vidmix.models.registry import family_for
 
-    for name, cls in FAMILIES.items():
-        if type(cfg) is cls:
-            return name
-    raise TypeError(f"{type(cfg).__name__} is not a registered model family "
-                    f"({', '.join(f'{n}: {c.__name__}' for n, c in FAMILIES.items())})")
+    return family_for(cfg).name
 
 
 def family_config(name: str) -> type:
+    """The config class of the registered family `name`."""
     from vidmix.models.registry import FAMILIES
 
     if name not in FAMILIES:
         raise CheckpointError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}")
-    return FAMILIES[name]
+    return FAMILIES[name].config
 
 
 # ---- reading the folder -----------------------------------------------------------------------

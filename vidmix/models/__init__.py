@@ -8,17 +8,20 @@ from vidmix.models.classifier import VideoClassifier
 from vidmix.models.config import VIT_SIZES, VideoViTConfig
 from vidmix.models.pst import PST, PSTConfig
 from vidmix.models.registry import (
+    FAMILIES,
     MODELS,
     PRESETS,
+    Family,
     build_model,
     create_model,
     list_models,
     model_config,
     register,
+    unregister,
 )
 from vidmix.models.vtn import VTN, VTNConfig
 
-__all__ = ["AttentionMaps", "Block", "MODELS", "PRESETS", "PST", "PSTConfig", "VIT_SIZES", "VTN",
-           "VTNConfig", "VideoClassifier", "VideoViT", "VideoViTConfig", "attention_maps",
-           "attention_rollout", "build_model", "create_model", "list_models", "model_config",
-           "register"]
+__all__ = ["FAMILIES", "MODELS", "PRESETS", "AttentionMaps", "Block", "Family", "PST", "PSTConfig",
+           "VIT_SIZES", "VTN", "VTNConfig", "VideoClassifier", "VideoViT", "VideoViTConfig",
+           "attention_maps", "attention_rollout", "build_model", "create_model", "list_models",
+           "model_config", "register", "unregister"]

@@ -1,14 +1,22 @@
-"""Named presets, model families and `create_model`.
+"""Model families, their named presets and `create_model`.
 
-A family is a config dataclass and the module it builds (`MODELS`); a preset is a family's config
-class and a set of field values (`PRESETS`). Every config has `num_classes`, `num_frames`,
-`image_size` (and `image_hw`), `dtype`, `remat`, `drop_path_rate`, `dropout_rate`,
-`head_dropout_rate` and `describe()`, which is all training, cost and the zoo rely on.
+A family (`Family`) is declared once, with everything about it: its name, its config dataclass,
+the module that config builds, its presets (named sets of config field values) and its weight
+conversion (canonical checkpoint tensors -> its parameters, `vidmix.checkpoints.families`).
+`register(Family(...))` adds it; `FAMILIES` holds them by name, and `MODELS` (config class ->
+module) and `PRESETS` (preset name -> (config class, fields)) are indexes over them.
+
+Every config has `num_classes`, `num_frames`, `image_size` (and `image_hw`), `dtype`, `remat`,
+`drop_path_rate`, `dropout_rate`, `head_dropout_rate` and `describe()`, which is all training,
+cost and the zoo rely on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import importlib
+from collections.abc import Callable
 
 from flax import nnx
 
@@ -16,10 +24,73 @@ from vidmix.models import pst, vtn
 from vidmix.models.classifier import VideoClassifier
 from vidmix.models.config import KINETICS_PIXELS, VIT_SIZES, VideoViTConfig, check_keys
 
-# config class -> the module it builds, `Module(cfg, rngs=...)`
-MODELS: dict[type, type] = {VideoViTConfig: VideoClassifier}
-# family name -> config class (the name saved model folders record, `vidmix.save_pretrained`)
-FAMILIES: dict[str, type] = {"vit": VideoViTConfig}
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Family:
+    """One model family, registered once with `register`.
+
+    name: what saved model folders record (`vidmix.save_pretrained`). config: the config
+    dataclass. model: the module it builds, `model(cfg, rngs=...)`. presets: preset name -> config
+    field values. convert: the weight conversion `convert(cfg, tensors, params, *, inflate) ->
+    (mapping, dropped)` (see `vidmix.checkpoints.families`), or its import path
+    "package.module:function", imported on first use (so the models need not import the
+    checkpoint code); None: the family loads only its own model folders.
+    """
+
+    name: str
+    config: type
+    model: type
+    presets: dict[str, dict] = dataclasses.field(default_factory=dict)
+    convert: Callable | str | None = None
+
+    def conversion(self) -> Callable | None:
+        """The weight conversion function (imported now if given by its path), or None."""
+        if isinstance(self.convert, str):
+            module, _, function = self.convert.partition(":")
+            return getattr(importlib.import_module(module), function)
+        return self.convert
+
+
+# family name -> Family
+FAMILIES: dict[str, Family] = {}
+# indexes over FAMILIES: config class -> the module it builds; preset name -> (config, fields)
+MODELS: dict[type, type] = {}
+PRESETS: dict[str, tuple[type, dict]] = {}
+
+
+def register(family: Family) -> Family:
+    """Add `family` and its presets (a name or preset already registered is an error); returns
+    it."""
+    if family.name in FAMILIES:
+        raise ValueError(f"model family {family.name!r} is already registered")
+    if family.config in MODELS:
+        raise ValueError(f"config {family.config.__name__} already has a model family")
+    clash = set(family.presets) & set(PRESETS)
+    if clash:
+        raise ValueError(f"presets already registered: {sorted(clash)}")
+    FAMILIES[family.name] = family
+    MODELS[family.config] = family.model
+    PRESETS.update({name: (family.config, fields) for name, fields in family.presets.items()})
+    return family
+
+
+def unregister(name: str) -> Family:
+    """Remove family `name` and its presets (e.g. a test's toy family); returns it."""
+    family = FAMILIES.pop(name)
+    del MODELS[family.config]
+    for preset in family.presets:
+        del PRESETS[preset]
+    return family
+
+
+def family_for(cfg) -> Family:
+    """The registered family of model config `cfg` (TypeError if none)."""
+    for family in FAMILIES.values():
+        if type(cfg) is family.config:
+            return family
+    raise TypeError(f"{type(cfg).__name__} is not a registered model family "
+                    f"({', '.join(f'{n}: {f.config.__name__}' for n, f in FAMILIES.items())})")
+
 
 # XViT (Bulat et al. 2021): mixing attention in every block, temporal-attention clip head.
 # Clean defaults: one shift group, one temporal slot per frame, 25% of channels mixed (shift_div 8,
@@ -30,7 +101,7 @@ _XVIT = dict(attention="mixing", head="temporal_attention", shift_div=8, head_dr
 # release's pixel normalisation (mean 0.45, std 0.225). The others take the ViT's 0.5 / 0.5.
 _TIMESFORMER = dict(head="linear", drop_path_rate=0.1, **KINETICS_PIXELS)
 
-PRESETS: dict[str, tuple[type, dict]] = {name: (VideoViTConfig, fields) for name, fields in {
+_VIT_PRESETS = {
     "xvit_s16": dict(**VIT_SIZES["S"], **_XVIT),
     "xvit_b16": dict(**VIT_SIZES["B"], **_XVIT),
     "xvit_l16": dict(**VIT_SIZES["L"], **_XVIT),
@@ -42,25 +113,19 @@ PRESETS: dict[str, tuple[type, dict]] = {name: (VideoViTConfig, fields) for name
                                   **_TIMESFORMER),
     # The per-frame baseline: an image ViT on every frame, logits averaged (TSN consensus).
     "vit_b16": dict(**VIT_SIZES["B"], attention="space", head="avg", temporal_embed_slots=0),
-}.items()}
+}
 
 
-def register(config_cls: type, model_cls: type, presets: dict[str, dict], *, family: str) -> None:
-    """Add a model family, under the name `family`, and its presets."""
-    if FAMILIES.get(family, config_cls) is not config_cls:
-        raise ValueError(f"model family {family!r} is already registered")
-    FAMILIES[family] = config_cls
-    MODELS[config_cls] = model_cls
-    clash = set(presets) & set(PRESETS)
-    if clash:
-        raise ValueError(f"presets already registered: {sorted(clash)}")
-    PRESETS.update({name: (config_cls, fields) for name, fields in presets.items()})
-
-
-# The other families live in their own modules (which do not import this one).
-# VTN: per-frame ViT + Longformer over time; PST: Swin with temporal patch/channel shift.
-register(vtn.VTNConfig, vtn.VTN, vtn.PRESETS, family="vtn")
-register(pst.PSTConfig, pst.PST, pst.PRESETS, family="pst")
+# The built-in families. The models live in their own modules (which do not import this one); the
+# conversions in `vidmix.checkpoints.families`, imported when weights are first loaded.
+register(Family("vit", VideoViTConfig, VideoClassifier, _VIT_PRESETS,
+                convert="vidmix.checkpoints.families.vit:convert"))
+# VTN: per-frame ViT + Longformer over time.
+register(Family("vtn", vtn.VTNConfig, vtn.VTN, vtn.PRESETS,
+                convert="vidmix.checkpoints.families.vtn:convert"))
+# PST: Swin with temporal patch/channel shift.
+register(Family("pst", pst.PSTConfig, pst.PST, pst.PRESETS,
+                convert="vidmix.checkpoints.families.pst:convert"))
 
 
 def list_models() -> list[str]:

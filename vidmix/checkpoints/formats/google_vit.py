@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from vidmix.checkpoints.formats.registry import Format
 from vidmix.checkpoints.formats.renaming import strip_prefix
 
 _BLOCK_NAMES = {  # role -> (original name, Linen name)
@@ -103,3 +104,6 @@ def to_canonical(tensors: dict) -> dict:
     _linear(t, "head", "head", out)
     out.update(t)  # anything unrecognised keeps its name, to be reported as unexpected
     return out
+
+
+FORMAT = Format("google_vit", detect, to_canonical)

@@ -2,7 +2,7 @@
 official video release (MMAction2, github MartinXM/TPS).
 
 All are renamed into the official Swin names (also timm's before 0.9), the canonical names of
-`vidmix.checkpoints.canonical_swin`:
+`vidmix.checkpoints.families.pst`:
 `patch_embed.proj.*`, `patch_embed.norm.*`, `layers.{i}.blocks.{j}.{norm1, attn.qkv (rows q, k, v),
 attn.proj, attn.relative_position_bias_table, norm2, mlp.fc1, mlp.fc2}.*`,
 `layers.{i}.downsample.{reduction.weight, norm.*}` (at the end of stage i), `norm.*`, `head.*`.
@@ -13,8 +13,8 @@ Recomputable buffers (`relative_position_index`, the release's `relative_positio
 from __future__ import annotations
 
 import re
-import types
 
+from vidmix.checkpoints.formats.registry import Format
 from vidmix.checkpoints.formats.renaming import QKV_PART, fuse_qkv, rename, strip_prefix
 
 _BUFFER = re.compile(r"(^|\.)(relative_position_index(_old)?|attn_mask)$")
@@ -48,7 +48,7 @@ def _official(tensors: dict) -> dict:
     return rename(tensors, [(r"^head\.fc\.", "head.")])
 
 
-official = types.SimpleNamespace(detect=_official_detect, to_canonical=_official)
+official = Format("swin", _official_detect, _official)
 
 
 # PST / Video Swin in MMAction2 (`state_dict` with `backbone.` and `cls_head.`) ------------------
@@ -61,7 +61,7 @@ def _mmaction(tensors: dict) -> dict:
     return rename(strip_prefix(tensors, "backbone."), [(r"^cls_head\.fc_cls\.", "head.")])
 
 
-mmaction = types.SimpleNamespace(detect=_mmaction_detect, to_canonical=_mmaction)
+mmaction = Format("pst_mmaction", _mmaction_detect, _mmaction)
 
 
 # Hugging Face `SwinModel` / `SwinForImageClassification` ----------------------------------------
@@ -97,4 +97,4 @@ def _hf(tensors: dict) -> dict:
     return {**rename(rest, _HF_RULES), **qkv}
 
 
-hugging_face = types.SimpleNamespace(detect=_hf_detect, to_canonical=_hf)
+hugging_face = Format("hf_swin", _hf_detect, _hf)

@@ -9,8 +9,9 @@ ViT has the same names without the `model.` prefix, so it is never taken for one
 
 from __future__ import annotations
 
-import types
+import re
 
+from vidmix.checkpoints.formats.registry import Format
 from vidmix.checkpoints.formats.renaming import HF_VIT_RULES, rename, strip_prefix
 
 
@@ -22,7 +23,7 @@ def _official(tensors: dict) -> dict:
     return strip_prefix(tensors, "model.")
 
 
-official = types.SimpleNamespace(detect=_official_detect, to_canonical=_official)
+official = Format("timesformer", _official_detect, _official)
 
 # Hugging Face -> official names (the spec's table, read backwards).
 _HF_RULES = [
@@ -38,13 +39,17 @@ _HF_RULES = [
 ]
 
 
+# HF TimeSformer fuses q, k, v (`attention.attention.qkv`), which HF ViT never does.
+_HF_QKV = re.compile(r"(?:timesformer\.)?encoder\.layer\.\d+\.attention\.attention\.qkv\.weight")
+
+
 def _hf_detect(keys) -> bool:
-    return any(k.endswith("attention.attention.qkv.weight") and "encoder.layer." in k for k in keys)
+    return any(_HF_QKV.fullmatch(k) for k in keys)
 
 
 def _hf(tensors: dict) -> dict:
     return rename(strip_prefix(tensors, "timesformer."), _HF_RULES)
 
 
-hugging_face = types.SimpleNamespace(detect=_hf_detect, to_canonical=_hf)
+hugging_face = Format("hf_timesformer", _hf_detect, _hf)
 

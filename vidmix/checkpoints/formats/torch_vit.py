@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-import types
 
+from vidmix.checkpoints.formats.registry import Format
 from vidmix.checkpoints.formats.renaming import (
     HF_VIT_RULES,
     QKV_PART,
@@ -18,7 +18,7 @@ def _timm_detect(keys) -> bool:
     return "patch_embed.proj.weight" in keys and "blocks.0.attn.qkv.weight" in keys
 
 
-timm = types.SimpleNamespace(detect=_timm_detect, to_canonical=dict)
+timm = Format("timm_vit", _timm_detect)  # timm names are the canonical ViT names
 
 _HF_RULES = HF_VIT_RULES + [
     (r"^pooler\.dense\.", "pre_logits.fc."),
@@ -42,4 +42,4 @@ def _hf(tensors: dict) -> dict:
     return {**rename(rest, _HF_RULES), **qkv}
 
 
-hugging_face = types.SimpleNamespace(detect=_hf_detect, to_canonical=_hf)
+hugging_face = Format("hf_vit", _hf_detect, _hf)

@@ -1,6 +1,6 @@
 """VTN's official release (PySlowFast `.pyth`/`.pth`, the weights under `model_state`).
 
-The release's names are already the canonical VTN names of `vidmix.checkpoints.canonical_vtn`:
+The release's names are already the canonical VTN names of `vidmix.checkpoints.families.vtn`:
 - `backbone.*`: the timm ViT-B/16 built with `num_classes=0` (timm names, no classifier);
 - `cls_token` (1, 1, D): the learned [CLS] of the temporal encoder;
 - `temporal_encoder.*`: a Hugging Face `LongformerModel` without pooler, its word embeddings
@@ -13,6 +13,8 @@ The release's names are already the canonical VTN names of `vidmix.checkpoints.c
 
 from __future__ import annotations
 
+from vidmix.checkpoints.formats.registry import Format
+
 
 def detect(keys) -> bool:
     return ("backbone.patch_embed.proj.weight" in keys
@@ -21,3 +23,6 @@ def detect(keys) -> bool:
 
 def to_canonical(tensors: dict) -> dict:
     return dict(tensors)
+
+
+FORMAT = Format("vtn", detect, to_canonical)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vidmix.checkpoints.formats.registry import Format
 from vidmix.checkpoints.formats.renaming import strip_prefix
 
 
@@ -15,3 +16,6 @@ def to_canonical(tensors: dict) -> dict:
         temp = out.pop("temp_embed")
         out["time_embed"] = temp.reshape(temp.shape[1], temp.shape[-1])
     return out
+
+
+FORMAT = Format("xvit", detect, to_canonical)

@@ -1,16 +1,16 @@
 """From canonical tensor names to a VTN: a whole VTN checkpoint, or an image ViT for the backbone.
 
 Canonical VTN names (the release's, see `formats/vtn.py`): `backbone.` + the canonical ViT names
-of `vidmix.checkpoints.canonical`, `cls_token`, `temporal_encoder.` + Hugging Face Longformer names,
-`mlp_head.{0,1,4}`. An image ViT file (any layout `load_weights` reads) has the ViT names without
-the prefix: it fills the backbone, and the [CLS], temporal encoder and head keep their fresh
-initialisation, as the release starts from an ImageNet ViT. The backbone's mapping is the ViT
-family's own (`canonical.mapping` of `VTNConfig.backbone_config()`), read under the prefix.
+of `vidmix.checkpoints.families.vit`, `cls_token`, `temporal_encoder.` + Hugging Face Longformer
+names, `mlp_head.{0,1,4}`. An image ViT file (any layout `load_weights` reads) has the ViT names
+without the prefix: it fills the backbone, and the [CLS], temporal encoder and head keep their
+fresh initialisation, as the release starts from an ImageNet ViT. The backbone's mapping is the
+ViT family's own (`vit.convert` of `VTNConfig.backbone_config()`), read under the prefix.
 """
 
 from __future__ import annotations
 
-from vidmix.checkpoints import canonical
+from vidmix.checkpoints.families import vit
 from vidmix.checkpoints.mapping import Mapping, Source, keep, take, torch_linear, torch_norm
 
 BACKBONE = "backbone."
@@ -36,9 +36,9 @@ def backbone_mapping(cfg, tensors: dict, params, *, prefix: str, inflate: str):
     """
     vit_tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     vit_params = {n: s for n, s in params.items() if n.startswith("backbone/")}
-    vit, vit_dropped = canonical.mapping(cfg.backbone_config(), vit_tensors, vit_params,
-                                         inflate=inflate)
-    m = {n: Source(tuple(prefix + k for k in s.keys), s.fn, s.note) for n, s in vit.items()}
+    backbone, vit_dropped = vit.convert(cfg.backbone_config(), vit_tensors, vit_params,
+                                        inflate=inflate)
+    m = {n: Source(tuple(prefix + k for k in s.keys), s.fn, s.note) for n, s in backbone.items()}
     dropped = {prefix + k: "the image classifier: VTN has a head of its own" for k in vit_dropped}
     return m, dropped
 
@@ -75,7 +75,7 @@ def head_mapping(cfg, tensors: dict) -> tuple[Mapping, dict[str, str]]:
     return m, {k: why for k in ("mlp_head.4.weight", "mlp_head.4.bias")}
 
 
-def mapping(cfg, tensors: dict, params, *, inflate: str = "average"):
+def convert(cfg, tensors: dict, params, *, inflate: str = "average"):
     """(mapping, dropped): how to fill a VTN of config `cfg` (parameter names `params`) from
     canonical `tensors`, a whole VTN checkpoint or an image ViT."""
     if not is_vtn(tensors):
@@ -94,4 +94,4 @@ def mapping(cfg, tensors: dict, params, *, inflate: str = "average"):
     return {n: s for n, s in m.items() if n in params}, dropped
 
 
-__all__ = ["backbone_mapping", "head_mapping", "is_vtn", "mapping", "temporal_mapping"]
+__all__ = ["backbone_mapping", "head_mapping", "is_vtn", "convert", "temporal_mapping"]

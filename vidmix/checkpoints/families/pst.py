@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vidmix.checkpoints.canonical import INFLATIONS, patch_kernel
+from vidmix.checkpoints.families.vit import INFLATIONS, patch_kernel
 from vidmix.checkpoints.mapping import (
     Mapping,
     Source,
@@ -62,7 +62,7 @@ def _block(dst: str, src: str, qkv_bias: bool, window_side: int) -> Mapping:
 HEAD_KEYS = ("head.",)
 
 
-def mapping(cfg, tensors: dict, params, *, inflate: str = "average"):
+def convert(cfg, tensors: dict, params, *, inflate: str = "average"):
     """(mapping, dropped): how to fill a PST of config `cfg` (parameter names `params`) from
     canonical Swin `tensors`."""
     from vidmix.models.swin import stage_resolutions, stage_window
@@ -99,4 +99,4 @@ def mapping(cfg, tensors: dict, params, *, inflate: str = "average"):
     return {n: s for n, s in m.items() if n in params}, dropped
 
 
-__all__ = ["mapping"]
+__all__ = ["convert"]

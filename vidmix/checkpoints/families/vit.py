@@ -114,8 +114,8 @@ def _head(cfg: VideoViTConfig, keys) -> tuple[Mapping, str]:
     return torch_linear("head/classifier", "head"), "not part of this model's head"
 
 
-def mapping(cfg: VideoViTConfig, tensors: dict, params, *, inflate: str = "average"):
-    """(mapping, dropped): how to fill a model of config `cfg`, whose parameter names are
+def convert(cfg: VideoViTConfig, tensors: dict, params, *, inflate: str = "average"):
+    """(mapping, dropped): how to fill a video ViT of config `cfg`, whose parameter names are
     `params`, from canonical `tensors`."""
     if inflate not in INFLATIONS:
         raise ValueError(f"inflate must be one of {INFLATIONS}, got {inflate!r}")
@@ -149,5 +149,5 @@ def mapping(cfg: VideoViTConfig, tensors: dict, params, *, inflate: str = "avera
     return {n: s for n, s in m.items() if n in params}, dropped
 
 
-__all__ = ["INFLATIONS", "mapping", "patch_kernel", "resize_pos_embed",
+__all__ = ["INFLATIONS", "convert", "patch_kernel", "resize_pos_embed",
            "resize_time_embed"]
