@@ -1,7 +1,17 @@
 """Video data: TFDS datasets built from users' videos, and a grain pipeline of decoded clips."""
 
-from vidmix.data.builder import BuildReport, build_dataset, load_report
-from vidmix.data.pipeline import ClipOptions, VideoLoader, make_loader, open_dataset
+from vidmix.data.pipeline import (
+    ClipOptions,
+    LoaderOptions,
+    TrainLoaderOptions,
+    VideoLoader,
+    make_eval_loader,
+    make_loader,
+    make_train_loader,
+    open_dataset,
+)
+from vidmix.data.tfds_builder import BuildReport, build_dataset, load_report
 
-__all__ = ["BuildReport", "ClipOptions", "VideoLoader", "build_dataset", "load_report",
-           "make_loader", "open_dataset"]
+__all__ = ["BuildReport", "ClipOptions", "LoaderOptions", "TrainLoaderOptions", "VideoLoader",
+           "build_dataset", "load_report", "make_eval_loader", "make_loader", "make_train_loader",
+           "open_dataset"]

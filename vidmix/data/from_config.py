@@ -8,9 +8,16 @@ from __future__ import annotations
 import logging
 import os
 
-from vidmix.data.builder import build_dataset, load_report
-from vidmix.data.pipeline import make_loader, open_dataset
+from vidmix.data.pipeline import (
+    ClipOptions,
+    LoaderOptions,
+    TrainLoaderOptions,
+    make_eval_loader,
+    make_train_loader,
+    open_dataset,
+)
 from vidmix.data.sampling import clip_span
+from vidmix.data.tfds_builder import build_dataset, load_report
 from vidmix.errors import ConfigError, MissingFileError
 
 log = logging.getLogger(__name__)
@@ -52,19 +59,22 @@ def build_report(data_dir):
 
 
 def loader_options(config) -> dict:
+    """How clips are sampled (`config.data`), the same in training and evaluation."""
     return dict(sampling=config.data.sampling, stride=config.data.stride)
 
 
 def train_loader(config, data_dir, per_process_batch):
+    """The train loader of `config.data` for this process."""
     d = config.data
     crop_kwargs = tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v)
                         for k, v in d.crop_kwargs.to_dict().items())
-    return make_loader(data_dir, d.train_split, d.num_frames, d.image_size, per_process_batch,
-                       train=True, seed=config.seed, worker_count=d.worker_count,
-                       flip=d.flip, mixup=d.mixup, cutmix=d.cutmix, crop=d.crop,
-                       crop_kwargs=crop_kwargs, rand_augment_ops=d.rand_augment_ops,
-                       random_erasing=d.random_erasing,
+    clip = ClipOptions(num_frames=d.num_frames, image_size=d.image_size, crop=d.crop,
+                       crop_kwargs=crop_kwargs, flip=d.flip,
+                       rand_augment_ops=d.rand_augment_ops, random_erasing=d.random_erasing,
                        **loader_options(config))
+    return make_train_loader(data_dir, d.train_split, per_process_batch, clip,
+                             TrainLoaderOptions(seed=config.seed, worker_count=d.worker_count,
+                                                mixup=d.mixup, cutmix=d.cutmix))
 
 
 def eval_clip(config) -> dict:
@@ -84,11 +94,13 @@ def eval_preprocessing(config, short_side: int | None) -> dict:
 
 
 def eval_loader(config, data_dir, per_process_batch):
-    d = config.data
-    return make_loader(data_dir, d.eval_split, image_size=d.image_size,
-                       batch_size=per_process_batch, train=False, worker_count=d.worker_count,
-                       num_clips=config.eval.num_clips, num_crops=config.eval.num_crops,
+    """The eval loader of `config.eval` (every view of `config.data.eval_split`) for this
+    process."""
+    d, e = config.data, config.eval
+    clip = ClipOptions(image_size=d.image_size, num_clips=e.num_clips, num_crops=e.num_crops,
                        **{**loader_options(config), **eval_clip(config)})
+    return make_eval_loader(data_dir, d.eval_split, per_process_batch, clip,
+                            LoaderOptions(worker_count=d.worker_count))
 
 
 def check_clip_length(config, data_dir, *, for_training: bool = True) -> None:

@@ -68,7 +68,7 @@ class ClipOptions:
     stride: int = 2  # dense sampling: frames between sampled frames (at the stored fps)
     crop: str = "jitter"  # train crop, see augment.TRAIN_CROPS
     crop_kwargs: tuple = ()  # e.g. (("scale", (256, 320)),)
-    flip: bool = True
+    flip: bool | None = True  # None: the dataset's choice (`allow_flip`), for train loaders
     rand_augment_ops: int = 0  # RandAugment chain length (0: off)
     rand_augment_magnitude: float = 9.0
     random_erasing: float = 0.0  # probability per clip (drawn here, applied in the train step)
@@ -229,14 +229,101 @@ def close_iterator(iterator) -> None:
         inner.close()
 
 
-def _shard(shard_index, shard_count):
-    if shard_index is None or shard_count is None:
-        import jax
+@dataclasses.dataclass(frozen=True)
+class LoaderOptions:
+    """How this process reads a split: grain worker processes (0: in the main process) and its
+    shard (None: `jax.process_index()` of `jax.process_count()`)."""
 
-        shard_index, shard_count = jax.process_index(), jax.process_count()
-    if not 0 <= shard_index < shard_count:
-        raise ValueError(f"shard_index {shard_index} is not in [0, {shard_count})")
-    return shard_index, shard_count
+    worker_count: int = 0
+    worker_buffer_size: int = 2
+    shard_index: int | None = None
+    shard_count: int | None = None
+
+    def shard(self) -> tuple[int, int]:
+        index, count = self.shard_index, self.shard_count
+        if index is None or count is None:
+            import jax
+
+            index, count = jax.process_index(), jax.process_count()
+        if not 0 <= index < count:
+            raise ValueError(f"shard_index {index} is not in [0, {count})")
+        return index, count
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainLoaderOptions(LoaderOptions):
+    """A train loader's options besides the clip: the shuffle seed, passes over the split (None:
+    endless) and the Beta alpha of mixup / cutmix (0: off; batches carry the draws, the train
+    step mixes)."""
+
+    seed: int = 0
+    num_epochs: int | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
+
+
+def _open_split(data_dir, split: str, batch_size: int, clip: ClipOptions):
+    """(TFDS data source, class names) of `split`, after checking the loader's arguments."""
+    builder, _ = open_dataset(data_dir)
+    if split not in builder.info.splits:
+        raise ValueError(f"split {split!r} not in {sorted(builder.info.splits)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if clip.num_frames < 1:  # -1 (every frame) is for one video at a time: predict, not batches
+        raise ValueError(f"num_frames must be positive for a loader, got {clip.num_frames}")
+    return builder, builder.as_data_source(split)
+
+
+def _loader(data, sampler, ops, batch_size: int, options: LoaderOptions) -> grain.DataLoader:
+    if options.worker_count and not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags; outside an absl app
+    read = grain.ReadOptions(num_threads=16, prefetch_buffer_size=max(2 * batch_size, 16))
+    return grain.DataLoader(data_source=data, sampler=sampler, operations=ops,
+                            worker_count=options.worker_count,
+                            worker_buffer_size=options.worker_buffer_size, read_options=read)
+
+
+def make_train_loader(data_dir, split: str, batch_size: int, clip: ClipOptions,
+                      options: TrainLoaderOptions = TrainLoaderOptions()) -> VideoLoader:
+    """Endless (or `options.num_epochs` passes of) shuffled, augmented batches of `batch_size`
+    uint8 clips for this process; `clip.flip` None follows the dataset (off for SSv2 and the
+    synthetic tasks)."""
+    builder, source = _open_split(data_dir, split, batch_size, clip)
+    if clip.flip is None:
+        clip = dataclasses.replace(clip, flip=bool(builder.info.metadata.get("allow_flip", True)))
+    index, count = options.shard()
+    if len(source) < batch_size * count:
+        raise ValueError(f"split {split!r} has {len(source)} videos: fewer than one batch of "
+                         f"{batch_size} per process x {count} processes")
+    ops = [TrainClip(clip), grain.transforms.Batch(batch_size, drop_remainder=True)]
+    if options.mixup or options.cutmix:
+        ops.append(MixBatch(mixup_alpha=options.mixup, cutmix_alpha=options.cutmix))
+    data = IndexedSource(source)
+    sampler = grain.samplers.IndexSampler(
+        len(data), grain.sharding.ShardOptions(index, count, drop_remainder=True),
+        shuffle=True, num_epochs=options.num_epochs, seed=options.seed)
+    num_batches = (None if options.num_epochs is None
+                   else options.num_epochs * (len(data) // count) // batch_size)
+    return VideoLoader(_loader(data, sampler, ops, batch_size, options), len(source),
+                       num_batches, list(builder.info.features["label"].names), clip)
+
+
+def make_eval_loader(data_dir, split: str, batch_size: int, clip: ClipOptions,
+                     options: LoaderOptions = LoaderOptions()) -> VideoLoader:
+    """One pass over every eval view (`clip.num_clips` x `clip.num_crops` per video) of this
+    process's shard, padded to whole batches (padding has mask 0)."""
+    builder, source = _open_split(data_dir, split, batch_size, clip)
+    index, count = options.shard()
+    per_pass = batch_size * count
+    views = clip.num_clips * clip.num_crops
+    length = math.ceil(len(source) * views / per_pass) * per_pass
+    ops = [EvalView(clip), grain.transforms.Batch(batch_size, drop_remainder=True)]
+    sampler = grain.samplers.IndexSampler(
+        length, grain.sharding.ShardOptions(index, count, drop_remainder=True),
+        shuffle=False, num_epochs=1, seed=0)
+    return VideoLoader(_loader(ViewSource(source, views, length), sampler, ops, batch_size,
+                               options), len(source), length // per_pass,
+                       list(builder.info.features["label"].names), clip)
 
 
 def make_loader(data_dir, split: str, num_frames: int, image_size: int, batch_size: int,
@@ -244,53 +331,15 @@ def make_loader(data_dir, split: str, num_frames: int, image_size: int, batch_si
                 shard_index: int | None = None, shard_count: int | None = None,
                 num_epochs: int | None = None, flip: bool | None = None, mixup: float = 0.0,
                 cutmix: float = 0.0, **clip_options) -> VideoLoader:
-    """A loader of `batch_size` uint8 clips per batch for this process (see the module docstring).
-
-    flip: None follows the dataset (off for SSv2 and the synthetic tasks). mixup / cutmix: their
-    Beta alpha (train only; batches carry the draws, the train step mixes). clip_options: the
-    fields of `ClipOptions` (sampling, stride, crop, rand_augment_ops, random_erasing, num_clips,
-    num_crops, ...). num_epochs: train passes (None: endless).
-    """
-    builder, _ = open_dataset(data_dir)
-    if split not in builder.info.splits:
-        raise ValueError(f"split {split!r} not in {sorted(builder.info.splits)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    source = builder.as_data_source(split)
-    class_names = builder.info.features["label"].names
-    if flip is None:
-        flip = bool(builder.info.metadata.get("allow_flip", True))
-    opts = ClipOptions(num_frames=num_frames, image_size=image_size, flip=flip, **clip_options)
-    if num_frames < 1:  # -1 (every frame) is for one video at a time: predict, not batches
-        raise ValueError(f"num_frames must be positive for a loader, got {num_frames}")
-    index, count = _shard(shard_index, shard_count)
-    read = grain.ReadOptions(num_threads=16, prefetch_buffer_size=max(2 * batch_size, 16))
+    """`make_train_loader` or `make_eval_loader` in one call with keywords (for notebooks and
+    scripts): clip_options are the fields of `ClipOptions` (flip, sampling, stride, crop,
+    rand_augment_ops, random_erasing, num_clips, num_crops, ...; flip None follows the dataset);
+    the others those of `TrainLoaderOptions` (seed, num_epochs, mixup and cutmix are for
+    training only)."""
+    clip = ClipOptions(num_frames=num_frames, image_size=image_size, flip=flip, **clip_options)
+    reading = dict(worker_count=worker_count, worker_buffer_size=worker_buffer_size,
+                   shard_index=shard_index, shard_count=shard_count)
     if train:
-        if len(source) < batch_size * count:
-            raise ValueError(f"split {split!r} has {len(source)} videos: fewer than one batch of "
-                             f"{batch_size} per process x {count} processes")
-        ops = [TrainClip(opts), grain.transforms.Batch(batch_size, drop_remainder=True)]
-        if mixup or cutmix:
-            ops.append(MixBatch(mixup_alpha=mixup, cutmix_alpha=cutmix))
-        data = IndexedSource(source)
-        sampler = grain.samplers.IndexSampler(
-            len(data), grain.sharding.ShardOptions(index, count, drop_remainder=True),
-            shuffle=True, num_epochs=num_epochs, seed=seed)
-        num_batches = (None if num_epochs is None
-                       else num_epochs * (len(data) // count) // batch_size)
-    else:
-        views = opts.num_clips * opts.num_crops
-        per_pass = batch_size * count
-        length = math.ceil(len(source) * views / per_pass) * per_pass
-        data = ViewSource(source, views, length)
-        ops = [EvalView(opts), grain.transforms.Batch(batch_size, drop_remainder=True)]
-        sampler = grain.samplers.IndexSampler(
-            length, grain.sharding.ShardOptions(index, count, drop_remainder=True),
-            shuffle=False, num_epochs=1, seed=seed)
-        num_batches = length // per_pass
-    if worker_count and not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags; outside an absl app
-    loader = grain.DataLoader(data_source=data, sampler=sampler, operations=ops,
-                              worker_count=worker_count, worker_buffer_size=worker_buffer_size,
-                              read_options=read)
-    return VideoLoader(loader, len(source), num_batches, list(class_names), opts)
+        return make_train_loader(data_dir, split, batch_size, clip, TrainLoaderOptions(
+            seed=seed, num_epochs=num_epochs, mixup=mixup, cutmix=cutmix, **reading))
+    return make_eval_loader(data_dir, split, batch_size, clip, LoaderOptions(**reading))
