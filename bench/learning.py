@@ -32,8 +32,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from vidmix.data.examples import pixel_stats, pixel_sums  # noqa: E402
 from vidmix.data.synthetic import TASKS, make_video  # noqa: E402
+from vidmix.data.to_example import pixel_stats, pixel_sums  # noqa: E402
 from vidmix.models import create_model  # noqa: E402
 from vidmix.training.steps import make_eval_step, make_train_step, split_model  # noqa: E402
 

@@ -111,8 +111,8 @@ def test_clip_length_against_frame_counts(tmp_path, caplog):
     import json
 
     from vidmix.data import build_dataset, open_dataset
-    from vidmix.data.builder import REPORT_FILE
     from vidmix.data.from_config import check_clip_length
+    from vidmix.data.tfds_builder import REPORT_FILE
 
     build_dataset("synthetic", None, tmp_path, task="direction", num_train=6, num_val=2,
                   num_frames=16, size=16, num_workers=1)

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from saved_checkpoints import saved_state
 from test_main import ROOT
 from test_training import _flags, _leaves, _main
 from video_files import moving_bar_frames, write_video
@@ -73,12 +74,7 @@ def _copy(trained, tmp_path, damaged: dict):
 
 
 def _saved(workdir, step):
-    from vidmix.training.checkpointing import Checkpoints
-
-    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"))
-    leaves = _leaves(ckpt.saved_state(step))
-    ckpt.close()
-    return leaves
+    return _leaves(saved_state(os.path.join(workdir, "checkpoints"), step))
 
 
 @pytest.mark.slow

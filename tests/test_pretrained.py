@@ -253,8 +253,9 @@ def run(tmp_path_factory):
 
 @pytest.mark.slow  # with the run fixture: ~30 s
 def test_export_writes_the_runs_model(run, tmp_path, clip):
+    from saved_checkpoints import saved_state
+
     from vidmix.export import main as export_main
-    from vidmix.training.checkpointing import Checkpoints
 
     config, workdir = run
     out = export_main([workdir, str(tmp_path / "out")])
@@ -268,9 +269,8 @@ def test_export_writes_the_runs_model(run, tmp_path, clip):
         ([0.4, 0.5, 0.6], [0.2, 0.3, 0.4])
     model = from_pretrained(out)
     assert model.config.num_classes == 2 and model.config.width == 32
-    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), 1, 1)
     for step in (4, 2):
-        saved = ckpt.saved_state(step)["params"]
+        saved = saved_state(os.path.join(workdir, "checkpoints"), step)["params"]
         exported = model if step == 4 else from_pretrained(
             export_main([workdir, str(tmp_path / "step2"), "--step", "2"]))
         flat = {"/".join(map(str, p)): np.asarray(v[...])
@@ -279,7 +279,6 @@ def test_export_writes_the_runs_model(run, tmp_path, clip):
             name = "/".join(str(k.key) for k in path[:-1])  # the leaf is the Variable's "value"
             np.testing.assert_array_equal(flat.pop(name), np.asarray(value))
         assert not flat
-    ckpt.close()
     assert not np.array_equal(model.head.classifier.kernel[...],
                               from_pretrained(tmp_path / "step2").head.classifier.kernel[...])
     # the dataset is not needed: a copy of the run whose dataset is elsewhere exports the same

@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from saved_checkpoints import latest_step, saved_state
 from test_main import ROOT
 
 from configs.default import get_config as demo_config
@@ -214,13 +215,10 @@ def test_resume_after_sigkill_is_bitwise(data_dir, tmp_path):
     resumed = _main(["--workdir", str(resumed_dir), *_flags(base)])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stderr.count(f"resumed from step {saved[-1]}") == 1
-    from vidmix.training.checkpointing import Checkpoints
-
     finals = []
     for run in ("full", "resumed"):
-        ckpt = Checkpoints(str(tmp_path / run / "checkpoints"), 1, 1)
-        finals.append((ckpt.latest_step(), _leaves(ckpt.saved_state()["params"])))
-        ckpt.close()
+        directory = tmp_path / run / "checkpoints"
+        finals.append((latest_step(directory), _leaves(saved_state(directory)["params"])))
     assert finals[0][0] == finals[1][0] == 60
     for a, b in zip(finals[0][1], finals[1][1], strict=True):
         np.testing.assert_array_equal(a, b)
@@ -234,12 +232,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
                          num_steps=12, log_every=1, checkpoint_every=1)
     with pytest.raises(NonFiniteLossError, match="NaN or Inf .* last good checkpoint is step"):
         train(config, str(tmp_path))
-    from vidmix.training.checkpointing import Checkpoints
-
-    ckpt = Checkpoints(str(tmp_path / "checkpoints"), 1, 1)
-    last = ckpt.latest_step()
-    params = ckpt.saved_state(last)["params"]
-    ckpt.close()
+    last = latest_step(tmp_path / "checkpoints")
+    params = saved_state(tmp_path / "checkpoints", last)["params"]
     assert last is not None and last < 12
     assert all(np.isfinite(x).all() for x in _leaves(params))
 

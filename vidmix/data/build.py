@@ -18,8 +18,8 @@ import ast
 import logging
 import sys
 
-from vidmix.data.builder import build_dataset
-from vidmix.data.sources import KINDS
+from vidmix.data.annotations import KINDS
+from vidmix.data.tfds_builder import build_dataset
 
 
 def _value(text: str):

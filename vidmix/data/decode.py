@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Sequence
 
 import av
 import numpy as np
@@ -65,32 +64,6 @@ def read_video(path, *, short_side: int | None = None, fps: float | None = None,
         raise ValueError("no frames decoded")
     out_fps = min(fps, source_fps) if fps and source_fps else (fps or source_fps)
     return DecodedVideo(frames, float(out_fps), source_fps, size)
-
-
-def read_clip(path, indices: Sequence[int], threads: int = 0) -> np.ndarray:
-    """Decodes only the frames at `indices` straight from the video file: seek to the keyframe
-    before the first, then decode forward. This is the baseline a JPEG-frame dataset is measured
-    against. threads: decoder threads (0: FFmpeg decides)."""
-    want = sorted(set(int(i) for i in indices))
-    got = {}
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        stream.thread_count = threads
-        rate = float(stream.average_rate or stream.guessed_rate)
-        start = stream.start_time or 0
-        target = start + int(want[0] / rate / stream.time_base)
-        container.seek(target, stream=stream, backward=True)
-        for frame in container.decode(stream):
-            i = round((frame.pts - start) * stream.time_base * rate)
-            if i in want:
-                got[i] = frame.to_ndarray(format="rgb24")
-            if i >= want[-1]:
-                break
-    last = max(got) if got else None
-    if last is None:
-        raise ValueError(f"no frames decoded from {path}")
-    return np.stack([got.get(i, got[last]) for i in indices])
 
 
 def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:

@@ -28,8 +28,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 
-from vidmix.data.examples import PIXEL_SUMS, make_example, pixel_stats
-from vidmix.data.sources import KINDS, Plan
+from vidmix.data.annotations import KINDS, Plan
+from vidmix.data.to_example import PIXEL_SUMS, make_example, pixel_stats
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "build_report.json"
@@ -71,7 +71,7 @@ class VidmixVideos(tfds.core.GeneratorBasedBuilder):
         self._plan, self._options, self._num_workers = plan, options, num_workers
         self.skipped: list[tuple[str, str]] = list(plan.missing)
         self.frame_counts: dict[str, collections.Counter] = {}
-        self.pixel_sums: dict[str, np.ndarray] = {}  # split -> summed examples.pixel_sums
+        self.pixel_sums: dict[str, np.ndarray] = {}  # split -> summed to_example.pixel_sums
         config = tfds.core.BuilderConfig(name=plan.name, description=json.dumps(options))
         super().__init__(config=config, file_format="array_record", **kwargs)
 
@@ -193,7 +193,7 @@ def _uncompressed_array_records():
 def build_dataset(kind: str, source, data_dir, *, short_side: int | None = None,
                   fps: float | None = None, quality: int = 90, num_workers: int | None = None,
                   overwrite: bool = False, **options) -> BuildReport:
-    """Builds `kind` (see `sources.KINDS`) from `source` into the TFDS data directory `data_dir`.
+    """Builds `kind` (`annotations.KINDS`) from `source` into the TFDS data directory `data_dir`.
 
     short_side: resize frames so the short side is this many pixels (default 256 for decoded
       videos; generated videos keep their `size`; 0 keeps every video's own size).

@@ -1,4 +1,5 @@
-"""One plan entry in, one stored example out (run in the build's worker processes)."""
+"""One plan entry in, one stored TFDS example out: a video decoded into JPEG frames (run in the
+build's worker processes)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from vidmix.data import decode, synthetic
-from vidmix.data.sources import Entry
+from vidmix.data.annotations import Entry
 
 PIXEL_SUMS = "_pixel_sums"
 

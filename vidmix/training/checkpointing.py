@@ -376,13 +376,6 @@ class Checkpoints:
             multihost_utils.sync_global_devices("damaged checkpoints moved")
         self.manager.reload()
 
-    def saved_state(self, step: int | None = None):
-        """A checkpoint's train state as saved (no target shardings: arrays on the default
-        device); for inspection and tests."""
-        step = self.manager.latest_step() if step is None else step
-        args = ocp.args.Composite(state=ocp.args.StandardRestore())
-        return self.manager.restore(step, args=args)["state"]
-
     def wait(self):
         self.manager.wait_until_finished()
 
