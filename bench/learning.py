@@ -2,6 +2,7 @@
 
     python bench/learning.py --family xvit [--task direction] [--pixels dataset|model]
         [--steps 300] [--lr 1e-3] [--warmup 30] [--set key=value ...] [--json out.json]
+    python bench/learning.py --family xvit --task rotation --order-signal [...]
     python bench/learning.py --plot curves.png a.json b.json ...
 
 A plain optax loop through the public API (`vidmix.create_model`, `vidmix.training.steps`):
@@ -100,10 +101,33 @@ def experiment_model(args, overrides):
         model = create_model(args.preset, rngs=nnx.Rngs(args.seed), **overrides)
     finally:
         layers.dense_init, heads.dense_init, heads.zeros = saved
-    if args.temporal_embed_init == "trunc02" and model.backbone.temporal_embed is not None:
-        t = model.backbone.temporal_embed
-        t[...] = trunc(jax.random.key(args.seed + 7), t[...].shape)
+    if args.temporal_embed_init != "default" and model.backbone.temporal_embed is not None:
+        t = model.backbone.temporal_embed  # trunc02, or N(0, std) for a number
+        std = 0.02 if args.temporal_embed_init == "trunc02" else float(args.temporal_embed_init)
+        t[...] = std / 0.02 * trunc(jax.random.key(args.seed + 7), t[...].shape)
+    if args.temporal_fc_init == "dense":  # TimeSformer's temporal output projection, not zero
+        fc = model.backbone.blocks.stacked.temporal_fc.kernel  # (depth, D, D), scanned
+        init = jax.vmap(lambda k: layers.dense_init(k, fc[...].shape[1:]))
+        fc[...] = init(jax.random.split(jax.random.key(args.seed + 11), fc[...].shape[0]))
     return model
+
+
+def order_signal(args, num_videos: int = 64) -> float:
+    """How much a freshly initialised model tells a clip from its time reversal: the std over
+    videos of the change of its logit margin when the frames are reversed, over the std of the
+    part reversal leaves unchanged. 0 for a model blind to frame order; gradient descent can only
+    amplify what is there, so this predicts the plateau (docs/learning.md)."""
+    videos, _ = make_videos(args.task, num_videos, seed=3, size=args.size)
+    args.preset, family = FAMILIES[args.family] if args.family else (args.model, SMALL)
+    overrides = dict(family, num_classes=2, num_frames=args.frames, image_size=args.size,
+                     **dataset_stats(videos))
+    overrides.update({k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)})
+    graphdef, params, rest = split_model(experiment_model(args, overrides))
+    evaluate = jax.jit(make_eval_step(graphdef))
+    clip = clips(videos, np.random.default_rng(0), args.frames, args.stride, train=False)
+    margin = [np.asarray(evaluate(params, {"video": c}, rest)) @ np.array([1.0, -1.0])
+              for c in (clip, clip[:, ::-1])]
+    return float(np.std(margin[0] - margin[1]) / (np.std(margin[0] + margin[1]) + 1e-12))
 
 
 def run(args) -> dict:
@@ -146,6 +170,7 @@ def run(args) -> dict:
                 overrides=dict(overrides), kernel_init=args.kernel_init,
                 classifier_init=args.classifier_init,
                 temporal_embed_init=args.temporal_embed_init,
+                temporal_fc_init=args.temporal_fc_init,
                 task=args.task, steps=args.steps, lr=args.lr, warmup=args.warmup,
                 plateau_steps=plateau, eval_accuracy=accuracy, seconds=round(seconds, 1),
                 losses=[round(v, 4) for v in losses])
@@ -174,8 +199,12 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--kernel-init", default="default", choices=["default", "trunc02"])
     parser.add_argument("--classifier-init", default="default",
                         choices=["default", "trunc02", "torch"])
-    parser.add_argument("--temporal-embed-init", default="default", choices=["default", "trunc02"])
+    parser.add_argument("--temporal-embed-init", default="default",
+                        help="default (zeros), trunc02, or a number: the std of a truncated normal")
+    parser.add_argument("--temporal-fc-init", default="default", choices=["default", "dense"])
     parser.add_argument("--json", help="write the result (with the loss curve) here")
+    parser.add_argument("--order-signal", action="store_true",
+                        help="print the fresh model's order signal (no training) and exit")
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
@@ -205,6 +234,13 @@ def main():
     if sys.argv[1:2] == ["--plot"]:  # --plot OUT.png RESULT.json...
         return plot(sys.argv[3:], sys.argv[2])
     args = parse()
+    if args.order_signal:
+        print(json.dumps(dict(family=args.family, task=args.task, set=args.set,
+                              classifier_init=args.classifier_init,
+                              temporal_embed_init=args.temporal_embed_init,
+                              temporal_fc_init=args.temporal_fc_init,
+                              order_signal=round(order_signal(args), 4))))
+        return
     result = run(args)
     print(json.dumps({k: v for k, v in result.items() if k != "losses"}))
     if args.json:

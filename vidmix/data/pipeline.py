@@ -223,7 +223,10 @@ class VideoLoader:
 
 
 def close_iterator(iterator) -> None:
-    """Stops a loader iterator's worker processes now rather than at interpreter exit."""
+    """Stops a loader iterator's worker processes now rather than at interpreter exit.
+
+    grain's DataLoader iterator (0.2.18) has no public close(); the dataset iterator it wraps has
+    one, so this reaches it when it is there and otherwise leaves the iterator to the collector."""
     inner = getattr(iterator, "_iterator", None)
     if inner is not None and hasattr(inner, "close"):
         inner.close()
@@ -276,7 +279,10 @@ def _open_split(data_dir, split: str, batch_size: int, clip: ClipOptions):
 
 def _loader(data, sampler, ops, batch_size: int, options: LoaderOptions) -> grain.DataLoader:
     if options.worker_count and not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags; outside an absl app
+        # grain (0.2.18) reads --grain_enable_multiprocess_worker_profiling without a guard when
+        # it starts worker processes, which raises outside an absl app (a notebook, a script);
+        # its flags keep their defaults either way
+        flags.FLAGS.mark_as_parsed()
     read = grain.ReadOptions(num_threads=16, prefetch_buffer_size=max(2 * batch_size, 16))
     return grain.DataLoader(data_source=data, sampler=sampler, operations=ops,
                             worker_count=options.worker_count,
