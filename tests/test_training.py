@@ -500,3 +500,36 @@ def test_every_config_builds_its_model(name, arg):
     cfg = model_config(config.model.name, **_model_overrides(config, 10))
     assert (cfg.num_frames, cfg.num_classes) == (config.data.num_frames, 10)
     _check_eval_frames(config, nnx.eval_shape(lambda: build_model(cfg)))
+
+
+def test_more_evaluators_run_at_their_own_pace(data_dir, tmp_path):
+    """config.evals adds evaluators next to config.eval: here a one-view eval every 2 steps and
+    the main eval (3 clips x 2 crops) at the end, each logged under its name."""
+    config = tiny_config(data_dir, num_steps=4, checkpoint_every=4)
+    config.eval.update(num_clips=3, num_crops=2)
+    config.evals.quick = dict(type="classification", num_clips=1, every=2)
+    metrics = train(config, str(tmp_path))
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    quick = [r for r in rows if r["split"] == "quick"]
+    main = [r for r in rows if r["split"] == "eval"]
+    assert [r["step"] for r in quick] == [2, 4] and [r["step"] for r in main] == [4]
+    assert main[0]["top1"] == metrics["top1"]
+    # the quick one is the main one with its keys changed
+    from vidmix.training.evaluators import settings
+
+    quick = settings(config, "quick")
+    assert (quick.num_clips, quick.num_crops, quick.batch_size) == (1, 2, 8)
+
+
+def test_evaluator_entries_are_checked_at_start(data_dir, tmp_path):
+    config = tiny_config(data_dir)
+    config.evals.a = dict(type="detection")
+    config.evals.b = dict(num_clipz=1)
+    config.evals.c = dict(num_clips=0)
+    with pytest.raises(ConfigError) as raised:
+        train(config, str(tmp_path))
+    message = str(raised.value)
+    assert "config.evals.a.type='detection': must be one of ['classification']" in message
+    assert "config.evals.b.num_clipz: not a key of config.eval" in message
+    assert "config.evals.c.num_clips=0: must be" in message
+    assert not os.path.exists(tmp_path / "checkpoints")

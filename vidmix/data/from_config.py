@@ -77,9 +77,10 @@ def train_loader(config, data_dir, per_process_batch):
                                                 mixup=d.mixup, cutmix=d.cutmix))
 
 
-def eval_clip(config) -> dict:
-    """Frames and sampling of the eval views: the training clip's unless config.eval says."""
-    e, d = config.eval, config.data
+def eval_clip(config, settings=None) -> dict:
+    """Frames and sampling of the eval views: the training clip's unless the evaluation's
+    settings (`config.eval` unless given) say."""
+    e, d = settings or config.eval, config.data
     return dict(num_frames=e.num_frames or d.num_frames, sampling=e.sampling or d.sampling)
 
 
@@ -93,12 +94,12 @@ def eval_preprocessing(config, short_side: int | None) -> dict:
             "combine": e.combine}
 
 
-def eval_loader(config, data_dir, per_process_batch):
-    """The eval loader of `config.eval` (every view of `config.data.eval_split`) for this
-    process."""
-    d, e = config.data, config.eval
+def eval_loader(config, data_dir, per_process_batch, settings=None):
+    """The loader of every eval view of `config.data.eval_split` for this process, as the
+    evaluation's settings (the keys of `config.eval`; `config.eval` unless given) ask."""
+    d, e = config.data, settings or config.eval
     clip = ClipOptions(image_size=d.image_size, num_clips=e.num_clips, num_crops=e.num_crops,
-                       **{**loader_options(config), **eval_clip(config)})
+                       **{**loader_options(config), **eval_clip(config, e)})
     return make_eval_loader(data_dir, d.eval_split, per_process_batch, clip,
                             LoaderOptions(worker_count=d.worker_count))
 

@@ -88,6 +88,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.every = 0  # steps; 0 = only at the end
     c.eval.every_epochs = 0.0  # instead of eval.every
     c.eval.confusion_max_classes = 20
+    # More evaluators, by name (vidmix.training.evaluators): each entry has a `type` and the keys
+    # of config.eval it changes, e.g. a cheap one-view eval during training next to the full
+    # multi-view one at the end: c.evals.quick = dict(type="classification", num_clips=1,
+    # num_crops=1, every=200). Their `every` counts steps.
+    c.evals = ml_collections.ConfigDict()
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1: all devices not used by fsdp

@@ -133,12 +133,38 @@ def problems(config) -> list[str]:
             and not _get(config, "train.num_epochs"):
         found.append("config.train.num_steps=0 and config.train.num_epochs=0: nothing to train; "
                      "set num_steps > 0 (or num_epochs > 0 with num_steps=0)")
+    found += _evaluator_problems(config)
     bounds = _get(config, "train.step_boundaries")
     if bounds is not _MISSING and not (
             all(_number(b) and 0 < b < 1 for b in bounds)
             and list(bounds) == sorted(bounds)):
         found.append(f"config.train.step_boundaries={tuple(bounds)!r}: must be increasing "
                      "fractions of training in (0, 1)")
+    return found
+
+
+def _evaluator_problems(config) -> list[str]:
+    """Each `config.evals` entry: a known type, keys of config.eval, values in their ranges."""
+    from vidmix.training.evaluators import EVALUATORS
+
+    found = []
+    for name, entry in (config.get("evals") or {}).items():
+        where = f"config.evals.{name}"
+        if not hasattr(entry, "items"):
+            found.append(f"{where}={entry!r}: must be a dict of evaluator settings")
+            continue
+        kind = entry.get("type", "classification")
+        if kind not in EVALUATORS:
+            found.append(f"{where}.type={kind!r}: must be one of {sorted(EVALUATORS)}")
+        allowed = set(config.eval) - {"every_epochs"} if "eval" in config else set()
+        for key, value in entry.items():
+            if key == "type":
+                continue
+            if key not in allowed:
+                found.append(f"{where}.{key}: not a key of config.eval; valid: "
+                             f"{', '.join(sorted(allowed))}")
+            elif f"eval.{key}" in RULES and not RULES[f"eval.{key}"][0](value):
+                found.append(f"{where}.{key}={value!r}: must be {RULES[f'eval.{key}'][1]}")
     return found
 
 

@@ -40,7 +40,7 @@ class Logbook:
             return [json.loads(line) for line in f if line.strip()]
 
     def plot(self, name: str = "curves.png"):
-        """Train loss and accuracy, and eval top-1, against the step."""
+        """Train loss and accuracy, and each evaluator's top-1, against the step."""
         rows = self.rows()
         if not self.active or not rows:
             return None
@@ -51,14 +51,14 @@ class Logbook:
         fig = Figure(figsize=(10, 3.5))
         axes = fig.subplots(1, 2)
         train = [r for r in rows if r["split"] == "train"]
-        evals = [r for r in rows if r["split"] == "eval"]
         axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
         axes[0].set_xlabel("step"), axes[0].set_ylabel("loss"), axes[0].legend()
         axes[1].plot([r["step"] for r in train], [r["accuracy"] for r in train],
                      label="train clip accuracy", alpha=0.6)
-        if evals:
+        for split in dict.fromkeys(r["split"] for r in rows if "top1" in r):  # each evaluator
+            evals = [r for r in rows if r["split"] == split]
             axes[1].plot([r["step"] for r in evals], [r["top1"] for r in evals], "o-",
-                         label="eval top-1 (videos)")
+                         label=f"{split} top-1 (videos)")
         axes[1].set_xlabel("step"), axes[1].set_ylim(0, 1.02), axes[1].legend()
         fig.tight_layout()
         path = os.path.join(self.workdir, name)

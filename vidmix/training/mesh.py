@@ -13,6 +13,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from vidmix.errors import ConfigError
+
 BATCH_AXES = ("data", "fsdp")
 
 
@@ -74,3 +76,13 @@ def global_batch(batch: dict, mesh: Mesh) -> dict:
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
             for k, v in batch.items()}
+
+
+def per_process_batch(batch_size: int, mesh, what: str) -> int:
+    """This process's share of a global batch of `batch_size` over `mesh`, which must split it
+    evenly over the devices (`what`: the config key, for the error)."""
+    n, p = mesh.size, jax.process_count()
+    if batch_size % n:
+        raise ConfigError(f"{what}={batch_size} must be a multiple of the {n} devices "
+                         f"({p} process(es)); e.g. {max(n, batch_size // n * n)}")
+    return batch_size // p

@@ -19,16 +19,13 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
-from jax.experimental import multihost_utils
 
 from vidmix.data import open_dataset
 from vidmix.data.from_config import (
     build_report,
     check_clip_length,
     ensure_dataset,
-    eval_loader,
     train_loader,
 )
 from vidmix.data.pipeline import close_iterator
@@ -39,6 +36,9 @@ from vidmix.training import mesh as mesh_lib
 from vidmix.training.checkpointing import Checkpoints, abstract_like
 from vidmix.training.config_checks import ConfigError, check_config
 from vidmix.training.epochs import resolve_epochs, uses_epochs
+from vidmix.training.evaluators import MAIN, make_evaluators
+from vidmix.training.evaluators import settings as evaluator_settings
+from vidmix.training.evaluators.classification import ClassificationEvaluator
 from vidmix.training.logbook import Logbook
 from vidmix.training.optim import make_optimizer
 from vidmix.training.prefetch import Prefetch
@@ -67,14 +67,6 @@ class Experiment:
     data_dir: str
     num_steps: int
     model_config: object
-
-
-def per_process_batch(batch_size: int, mesh, what: str) -> int:
-    n, p = mesh.size, jax.process_count()
-    if batch_size % n:
-        raise ConfigError(f"{what}={batch_size} must be a multiple of the {n} devices "
-                         f"({p} process(es)); e.g. {max(n, batch_size // n * n)}")
-    return batch_size // p
 
 
 # Keys of older configs (and of the config.json of older runs): the normalisation, now the
@@ -220,24 +212,6 @@ def _write_run_files(exp: Experiment, workdir: str):
 # ---- evaluation -------------------------------------------------------------------------------
 
 
-def run_eval(exp: Experiment, params, eval_step, loader) -> tuple[dict, tuple]:
-    logits, ids, labels, masks = [], [], [], []
-    it = iter(loader)
-    try:
-        for batch in it:
-            inputs = {k: batch[k] for k in ("video", "frame_index")}
-            out = eval_step(params, mesh_lib.global_batch(inputs, exp.mesh))
-            logits.append(multihost_utils.process_allgather(out, tiled=True))
-            for dst, key in ((ids, "video_id"), (labels, "label"), (masks, "mask")):
-                dst.append(multihost_utils.process_allgather(batch[key], tiled=True))
-    finally:
-        close_iterator(it)
-    scores, video_labels, _ = ev.combine_views(np.concatenate(logits), np.concatenate(ids),
-                                               np.concatenate(labels), np.concatenate(masks),
-                                               exp.config.eval.combine)
-    return ev.video_metrics(scores, video_labels), (scores, video_labels)
-
-
 def _eval_step_fn(exp):
     step = jax.jit(make_eval_step(exp.graphdef))
     return lambda params, batch: step(params, batch, exp.rest)
@@ -262,9 +236,9 @@ def train(config, workdir: str) -> dict:
     exp = setup(config, workdir)
     config = exp.config  # epochs resolved into steps
     _write_run_files(exp, workdir)
-    per_process = per_process_batch(config.train.batch_size, exp.mesh, "config.train.batch_size")
-    eval_per_process = per_process_batch(config.eval.batch_size, exp.mesh,
-                                         "config.eval.batch_size")
+    per_process = mesh_lib.per_process_batch(config.train.batch_size, exp.mesh,
+                                             "config.train.batch_size")
+    evaluators = make_evaluators(exp)
     loader = train_loader(config, exp.data_dir, per_process)
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), config.train.checkpoint_every,
                               config.train.keep_checkpoints)
@@ -285,14 +259,12 @@ def train(config, workdir: str) -> dict:
                                       label_smoothing=config.train.label_smoothing,
                                       seed=config.seed, stochastic=stochastic),
                       out_shardings=(exp.state_shardings, None), donate_argnums=0)
-    eval_fn = _eval_step_fn(exp)
     logbook = Logbook(workdir)
     stop = {"signal": None}
     previous = signal.signal(signal.SIGTERM, lambda s, f: stop.update(signal=s))
     bar = tqdm(total=exp.num_steps, initial=start, disable=jax.process_index() != 0,
                desc="train", dynamic_ncols=True)
     metrics_sum, count, tick = None, 0, time.perf_counter()
-    eval_metrics = None
     try:
         for step in range(start + 1, exp.num_steps + 1):
             batch = next(batches)
@@ -320,20 +292,19 @@ def train(config, workdir: str) -> dict:
             if stop["signal"] is not None:
                 log.warning("SIGTERM: saved step %d, stopping; rerun to resume", step)
                 break
-            if config.eval.every and step % config.eval.every == 0 and not last:
-                eval_metrics, _ = run_eval(exp, state["params"], eval_fn,
-                                           eval_loader(config, exp.data_dir, eval_per_process))
-                logbook.write(step, "eval", eval_metrics)
+            for name, evaluator in evaluators.items():  # the main one runs after the loop too
+                if evaluator.every and step % evaluator.every == 0 and not (last and name == MAIN):
+                    logbook.write(step, name, evaluator.run(state["params"])[0])
     finally:
         bar.close()
         checkpoints.wait()
         batches.close()
         close_iterator(it)
         signal.signal(signal.SIGTERM, previous)
+    eval_metrics = None
     if stop["signal"] is None:
-        eval_metrics, scores = run_eval(exp, state["params"], eval_fn,
-                                        eval_loader(config, exp.data_dir, eval_per_process))
-        logbook.write(int(state["step"]), "eval", eval_metrics)
+        eval_metrics, scores = evaluators[MAIN].run(state["params"])
+        logbook.write(int(state["step"]), MAIN, eval_metrics)
         _finish_eval(exp, workdir, eval_metrics, scores)
     logbook.plot()
     logbook.close()
@@ -404,10 +375,7 @@ def evaluate(config, workdir: str | None, *, model_dir: str | None = None) -> di
     `model_dir`, the model folder instead (the workdir, if given, only receives confusion.png)."""
     if model_dir:
         exp = _folder_experiment(config, model_dir)
-        per_process = per_process_batch(config.eval.batch_size, exp.mesh,
-                                        "config.eval.batch_size")
-        metrics, scores = run_eval(exp, exp.state["params"], _eval_step_fn(exp),
-                                   eval_loader(exp.config, exp.data_dir, per_process))
+        metrics, scores = _main_evaluator(exp).run(exp.state["params"])
         if workdir is None:
             return metrics
         os.makedirs(workdir, exist_ok=True)
@@ -415,8 +383,10 @@ def evaluate(config, workdir: str | None, *, model_dir: str | None = None) -> di
     workdir = os.path.abspath(workdir)
     exp = setup(config, workdir, for_training=False)
     params = checkpoint_params(exp, workdir)
-    per_process = per_process_batch(config.eval.batch_size, exp.mesh, "config.eval.batch_size")
-    metrics, scores = run_eval(exp, params, _eval_step_fn(exp),
-                               eval_loader(config, exp.data_dir, per_process))
+    metrics, scores = _main_evaluator(exp).run(params)
     return _finish_eval(exp, workdir, metrics, scores)
+
+
+def _main_evaluator(exp):
+    return ClassificationEvaluator(exp, evaluator_settings(exp.config, MAIN), MAIN)
 
