@@ -59,6 +59,7 @@ def read_class_names(path: str) -> list[str]:
 
 
 def main(argv=None) -> str:
+    """The command line (`argv`, default sys.argv): converts and returns the folder's path."""
     parser = argparse.ArgumentParser(prog="python -m vidmix.convert",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("model", help="preset name, see vidmix.list_models()")

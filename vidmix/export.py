@@ -116,6 +116,7 @@ def export(workdir: str, out: str, *, step: int | None = None,
 
 
 def main(argv=None) -> str:
+    """The command line (`argv`, default sys.argv): exports the run, returns the folder's path."""
     parser = argparse.ArgumentParser(prog="python -m vidmix.export",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("workdir", help="the training run's workdir")

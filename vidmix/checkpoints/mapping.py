@@ -38,14 +38,17 @@ class Source:
 
 
 def take(key: str, fn: Transform | None = None) -> Source:
+    """The tensor `key` as is, or passed through `fn` (e.g. `linear_kernel`)."""
     return Source((key,), (lambda a, shape: fn(a)) if fn else (lambda a, shape: a))
 
 
 def zeros(note: str) -> Source:
+    """A parameter initialised to zeros (no source tensor); `note` says why."""
     return Source((), lambda shape: np.zeros(shape, np.float32), note)
 
 
 def keep(note: str) -> Source:
+    """A parameter that keeps its fresh initialisation (e.g. a new head); `note` says why."""
     return Source((), None, note)
 
 

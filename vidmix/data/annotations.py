@@ -35,6 +35,8 @@ VIDEO_SUFFIXES = frozenset({".3gp", ".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
+    """One video of a plan: its unique key, class index, and file path or synthetic recipe."""
+
     key: str  # unique within the dataset
     label: int
     path: str = ""  # the video file; empty for generated videos
@@ -43,6 +45,9 @@ class Entry:
 
 @dataclasses.dataclass
 class Plan:
+    """A dataset to build: its name, sorted class names, split -> entries, (video, reason) for every
+    annotated video not found, and metadata for the builder."""
+
     name: str
     class_names: list[str]
     splits: dict[str, list[Entry]]

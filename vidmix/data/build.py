@@ -40,6 +40,8 @@ def _pairs(items, what):
 
 
 def main(argv=None) -> int:
+    """The command line (`argv`, default sys.argv): builds the dataset and prints its report;
+    returns the exit status (1 if no video could be built)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("kind", choices=sorted(KINDS))
     p.add_argument("source", help="the videos' root folder ('-' for synthetic)")

@@ -16,6 +16,8 @@ from PIL import Image
 
 @dataclasses.dataclass
 class DecodedVideo:
+    """A decoded video: resized RGB frames, their fps, and the source's fps and (height, width)."""
+
     frames: list[Image.Image]  # RGB, already resized
     fps: float  # of the returned frames (after any resampling)
     source_fps: float
@@ -67,6 +69,7 @@ def read_video(path, *, short_side: int | None = None, fps: float | None = None,
 
 
 def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    """`image` as JPEG bytes at `quality`."""
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()

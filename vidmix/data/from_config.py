@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def dataset_dir(config) -> str:
+    """The absolute path of `config.data.dir` (`~` expanded)."""
     return os.path.abspath(os.path.expanduser(config.data.dir))
 
 

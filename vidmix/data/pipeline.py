@@ -62,6 +62,9 @@ def open_dataset(path):
 
 @dataclasses.dataclass(frozen=True)
 class ClipOptions:
+    """How clips are cut from a stored video: frames, sampling and size, the training augmentation,
+    and the eval views (num_clips x num_crops)."""
+
     num_frames: int = 8
     image_size: int = 224
     sampling: str = "dense"  # see sampling.SAMPLERS
@@ -172,6 +175,8 @@ class ViewSource:
 
 
 class TrainClip(grain.transforms.RandomMap):
+    """(video_id, record) -> a random training clip (`train_clip`) plus label, video_id, mask 1."""
+
     def __init__(self, opts: ClipOptions):
         self.opts = opts
 
@@ -182,6 +187,9 @@ class TrainClip(grain.transforms.RandomMap):
 
 
 class EvalView(grain.transforms.Map):
+    """A `ViewSource` element -> that eval view (`eval_view`) with label, video_id and mask 1;
+    padding (None) -> a zero clip with video_id -1 and mask 0."""
+
     def __init__(self, opts: ClipOptions):
         self.opts = opts
 

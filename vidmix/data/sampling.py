@@ -18,24 +18,30 @@ def _clamp(idx, num_frames):
 
 
 def dense_train(num_frames: int, length: int, stride: int, rng: np.random.Generator):
+    """`length` frame indices `stride` apart from a random start: (length,) int32."""
     span = (length - 1) * stride + 1
     start = rng.integers(0, max(num_frames - span, 0) + 1)
     return _clamp(start + stride * np.arange(length), num_frames)
 
 
 def dense_test(num_frames: int, length: int, stride: int, num_clips: int):
+    """`num_clips` dense clips, starts spread evenly from frame 0 to the last possible start:
+    (num_clips, length) int32."""
     span = (length - 1) * stride + 1
     starts = np.round(np.linspace(0, max(num_frames - span, 0), num_clips)).astype(int)
     return np.stack([_clamp(s + stride * np.arange(length), num_frames) for s in starts])
 
 
 def segment_train(num_frames: int, length: int, stride: int, rng: np.random.Generator):
+    """A random frame in each of `length` equal segments (`stride` unused): (length,) int32."""
     del stride  # segments set the spacing
     edges = np.linspace(0, num_frames, length + 1)
     return _clamp(np.floor(edges[:-1] + rng.random(length) * np.diff(edges)), num_frames)
 
 
 def segment_test(num_frames: int, length: int, stride: int, num_clips: int):
+    """Clip k takes the point (k + 0.5) / num_clips of every segment (`stride` unused):
+    (num_clips, length) int32."""
     del stride
     edges = np.linspace(0, num_frames, length + 1)
     offsets = (np.arange(num_clips) + 0.5) / num_clips

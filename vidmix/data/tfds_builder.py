@@ -37,6 +37,9 @@ REPORT_FILE = "build_report.json"
 
 @dataclasses.dataclass
 class BuildReport:
+    """What a build made, saved as `build_report.json`: videos per split, class names, skipped
+    files with their reasons, and per split its frame counts and pixel statistics."""
+
     data_dir: str  # the dataset directory (pass it to make_loader)
     num_examples: int
     splits: dict[str, int]
@@ -230,6 +233,7 @@ def build_dataset(kind: str, source, data_dir, *, short_side: int | None = None,
 
 
 def load_report(dataset_dir) -> BuildReport:
+    """The `BuildReport` saved in `dataset_dir` (reports of older vidmix versions included)."""
     data = json.loads((Path(dataset_dir) / REPORT_FILE).read_text())
     data["skipped"] = [tuple(x) for x in data["skipped"]]
     data["frame_counts"] = {split: {int(n): c for n, c in counts.items()}

@@ -256,5 +256,6 @@ def check_keys(overrides: dict, config_cls: type = VideoViTConfig) -> None:
 
 
 def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    """Raises ValueError naming the option `name` unless `value` is one of `allowed`."""
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")

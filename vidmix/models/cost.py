@@ -42,6 +42,7 @@ def gmacs_per_view(cfg: VideoViTConfig, fn: Callable | None = None) -> float:
 
 
 def count_params(cfg: VideoViTConfig) -> int:
+    """Number of parameters of the model `cfg` describes (from shapes; nothing is allocated)."""
     state = nnx.state(abstract_model(cfg), nnx.Param)
     return sum(int(x.size) for x in jax.tree.leaves(state))
 

@@ -129,4 +129,5 @@ SCHEMES = {
 
 
 def make_scheme(cfg: VideoViTConfig) -> Scheme:
+    """The attention `Scheme` that `cfg.attention` names (see `SCHEMES`)."""
     return SCHEMES[cfg.attention](cfg)

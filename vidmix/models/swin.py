@@ -58,6 +58,7 @@ def stage_window(resolution: tuple[int, int], window: int) -> tuple[int, int]:
 
 
 def padded(size: int, window: int) -> int:
+    """`size` rounded up to a multiple of `window`."""
     return -(-size // window) * window
 
 
@@ -114,6 +115,7 @@ def relative_index(offsets_key: tuple, window: int, slots: int) -> np.ndarray:
 
 
 def table_rows(window: int, slots: int) -> int:
+    """Rows of the relative position bias table: (2 * slots - 1) * (2 * window - 1) ** 2."""
     return (2 * slots - 1) * (2 * window - 1) ** 2
 
 

@@ -7,6 +7,7 @@ import ml_collections
 
 
 def base_config() -> ml_collections.ConfigDict:
+    """The default run config: every key a run reads, with its default value."""
     c = ml_collections.ConfigDict()
     c.mode = "train"
     c.seed = 0

@@ -26,28 +26,33 @@ def _integer(x) -> bool:
 
 
 def at_least(low: float, *, integer: bool = False) -> Rule:
+    """Rule: a number (an integer if `integer`) >= `low`."""
     kind = "an integer" if integer else "a number"
     ok = _integer if integer else _number
     return (lambda x: ok(x) and x >= low), f"{kind} >= {low:g}"
 
 
 def positive(*, integer: bool = False) -> Rule:
+    """Rule: a number (an integer if `integer`) > 0."""
     kind = "an integer" if integer else "a number"
     ok = _integer if integer else _number
     return (lambda x: ok(x) and x > 0), f"{kind} > 0"
 
 
 def fraction(*, closed: bool = False) -> Rule:
+    """Rule: a number in [0, 1), or in [0, 1] if `closed`."""
     top = "1]" if closed else "1)"
     return ((lambda x: _number(x) and 0 <= x and (x <= 1 if closed else x < 1)),
             f"a number in [0, {top}")
 
 
 def one_of(*choices) -> Rule:
+    """Rule: one of `choices`."""
     return (lambda x: x in choices), "one of " + ", ".join(map(repr, choices))
 
 
 def positive_or_all() -> Rule:
+    """Rule: an integer >= 1, or -1 (all)."""
     return (lambda x: _integer(x) and (x >= 1 or x == -1)), "an integer >= 1, or -1 (all)"
 
 

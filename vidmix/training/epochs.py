@@ -25,6 +25,7 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> float:
 
 
 def uses_epochs(config) -> bool:
+    """Whether `config` gives any quantity of `PAIRS` in epochs."""
     return any(config[sec][epochs] for sec, _, epochs in PAIRS)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 
 def softmax(x):
+    """Softmax over the last axis of the array `x`."""
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
 
@@ -34,6 +35,7 @@ def combine_views(logits, video_ids, labels, mask, how: str = "sum_logits"):
 
 
 def video_metrics(scores, labels) -> dict:
+    """Video scores (V, C) and labels (V,) -> {top1, top5, mean_class_accuracy, num_videos}."""
     top5 = np.argsort(-scores, axis=-1)[:, :5]
     hit1 = top5[:, 0] == labels
     per_class = [hit1[labels == c].mean() for c in np.unique(labels)]
@@ -42,12 +44,14 @@ def video_metrics(scores, labels) -> dict:
 
 
 def confusion_matrix(scores, labels, num_classes):
+    """(num_classes, num_classes) counts of videos: row the label, column the top-scoring class."""
     cm = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(cm, (labels, scores.argmax(-1)), 1)
     return cm
 
 
 def plot_confusion(cm, class_names, path):
+    """Writes the confusion matrix `cm` as an annotated heat map image to `path`."""
     from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
 
     n = len(class_names)

@@ -32,14 +32,18 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """A batch's sharding: the leading (batch) axis split over both mesh axes."""
     return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+    """A full copy on every device of `mesh`."""
     return NamedSharding(mesh, P())
 
 
 def param_spec(shape, fsdp: int, min_size: int) -> P:
+    """PartitionSpec of a parameter of `shape`: split over `fsdp` along its largest divisible
+    dimension if it has at least `min_size` elements, otherwise replicated."""
     if fsdp == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
         return P()
     dims = sorted(range(len(shape)), key=lambda d: -shape[d])

@@ -50,6 +50,7 @@ def _layer_ndim(names, x) -> int:
 
 
 def decay_mask(params, rule: str):
+    """A pytree of bools like `params`: which get weight decay under `rule` (see `DECAY_MASKS`)."""
     if rule not in DECAY_MASKS:
         raise ValueError(f"config.train.decay_mask={rule!r}: choose from {sorted(DECAY_MASKS)}")
     fn = DECAY_MASKS[rule]

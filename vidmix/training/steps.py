@@ -18,6 +18,7 @@ from vidmix.training.inputs import train_inputs
 
 
 def split_model(model):
+    """`model` -> (graphdef, its parameters, the rest of its state, e.g. RNG streams)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     return graphdef, params, rest
 

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
+    """Raised by `train` when the loss becomes NaN or Inf; names the steps and last checkpoint."""
+
     pass
 
 
@@ -56,6 +58,10 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclasses.dataclass
 class Experiment:
+    """What a run works with: config, mesh, the split model (graphdef, rest), its train state with
+    shardings, the optimiser, class names, dataset dir, step count and model config. Evaluating a
+    model folder, `state` holds only the params and `state_shardings` and `tx` are None."""
+
     config: object
     mesh: object
     graphdef: object

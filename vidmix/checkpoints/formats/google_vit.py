@@ -25,6 +25,8 @@ _BLOCK_NAMES = {  # role -> (original name, Linen name)
 
 
 def detect(keys) -> bool:
+    """Whether the tensor names `keys` are a Google ViT layout (`Transformer/...`, maybe under
+    `params/`)."""
     return any(k.removeprefix("params/").startswith("Transformer/") for k in keys)
 
 
@@ -73,6 +75,8 @@ def _qkv_rows(kernel: np.ndarray) -> np.ndarray:
 
 
 def to_canonical(tensors: dict) -> dict:
+    """Google ViT tensors (any of the three layouts) -> the same tensors under timm names; keys it
+    does not recognise keep their names."""
     t = _unscan(strip_prefix(dict(tensors), "params/"))
     out = {}
     if "embedding/kernel" in t:  # (P, P, 3, D) -> (D, 3, P, P); tubelets (t, P, P, 3, D) too

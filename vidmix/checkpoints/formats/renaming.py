@@ -21,6 +21,7 @@ def rename(tensors: dict, rules: list[tuple[str, str]]) -> dict:
 
 
 def strip_prefix(tensors: dict, prefix: str) -> dict:
+    """`tensors` with `prefix` removed from the keys that start with it."""
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in tensors.items()}
 
 

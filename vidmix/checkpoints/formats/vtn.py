@@ -17,11 +17,13 @@ from vidmix.checkpoints.formats.registry import Format
 
 
 def detect(keys) -> bool:
+    """Whether the tensor names `keys` are VTN's release (`backbone.` and `temporal_encoder.`)."""
     return ("backbone.patch_embed.proj.weight" in keys
             and any(k.startswith("temporal_encoder.") for k in keys))
 
 
 def to_canonical(tensors: dict) -> dict:
+    """A copy of `tensors`: the release's names are already the canonical ones."""
     return dict(tensors)
 
 

@@ -7,10 +7,13 @@ from vidmix.checkpoints.formats.renaming import strip_prefix
 
 
 def detect(keys) -> bool:
+    """Whether the tensor names `keys` are XViT's release (timm names under `base_model.`)."""
     return "base_model.patch_embed.proj.weight" in keys
 
 
 def to_canonical(tensors: dict) -> dict:
+    """`tensors` without the `base_model.` prefix, `temp_embed` (1, T, 1, D) becoming `time_embed`
+    (T, D); the rest (e.g. `consensus.`) keeps its names."""
     out = strip_prefix(tensors, "base_model.")
     if "temp_embed" in out:  # (1, 8, 1, D) -> (8, D)
         temp = out.pop("temp_embed")
