@@ -101,10 +101,6 @@ def experiment_model(args, overrides):
         model = create_model(args.preset, rngs=nnx.Rngs(args.seed), **overrides)
     finally:
         layers.dense_init, heads.dense_init, heads.zeros = saved
-    if args.temporal_embed_init != "default" and model.backbone.temporal_embed is not None:
-        t = model.backbone.temporal_embed  # trunc02, or N(0, std) for a number
-        std = 0.02 if args.temporal_embed_init == "trunc02" else float(args.temporal_embed_init)
-        t[...] = std / 0.02 * trunc(jax.random.key(args.seed + 7), t[...].shape)
     if args.temporal_fc_init == "dense":  # TimeSformer's temporal output projection, not zero
         fc = model.backbone.blocks.stacked.temporal_fc.kernel  # (depth, D, D), scanned
         init = jax.vmap(lambda k: layers.dense_init(k, fc[...].shape[1:]))
@@ -169,7 +165,6 @@ def run(args) -> dict:
     return dict(family=args.family, model=args.preset, pixels=args.pixels,
                 overrides=dict(overrides), kernel_init=args.kernel_init,
                 classifier_init=args.classifier_init,
-                temporal_embed_init=args.temporal_embed_init,
                 temporal_fc_init=args.temporal_fc_init,
                 task=args.task, steps=args.steps, lr=args.lr, warmup=args.warmup,
                 plateau_steps=plateau, eval_accuracy=accuracy, seconds=round(seconds, 1),
@@ -199,8 +194,6 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--kernel-init", default="default", choices=["default", "trunc02"])
     parser.add_argument("--classifier-init", default="default",
                         choices=["default", "trunc02", "torch"])
-    parser.add_argument("--temporal-embed-init", default="default",
-                        help="default (zeros), trunc02, or a number: the std of a truncated normal")
     parser.add_argument("--temporal-fc-init", default="default", choices=["default", "dense"])
     parser.add_argument("--json", help="write the result (with the loss curve) here")
     parser.add_argument("--order-signal", action="store_true",
@@ -237,7 +230,6 @@ def main():
     if args.order_signal:
         print(json.dumps(dict(family=args.family, task=args.task, set=args.set,
                               classifier_init=args.classifier_init,
-                              temporal_embed_init=args.temporal_embed_init,
                               temporal_fc_init=args.temporal_fc_init,
                               order_signal=round(order_signal(args), 4))))
         return

@@ -12,10 +12,12 @@ Trained from scratch, every model here normalises with the dataset's own pixel s
 (`data.pixel_stats="dataset"`): with the presets' (their pretraining data's) the dark synthetic
 frames all look alike to a fresh model, which then sits at chance (docs/learning.md).
 
-The other families train on the same data and budget: `:pst` (a tiny Swin with temporal patch
-shift and channel shift) and `:vtn` (a tiny per-frame ViT with a Longformer temporal encoder over
-the frames' CLS features). In bench/learning.py's runs PST learns the task; VTN has not yet left
-chance in 300 steps (its frames meet only at the end, through their CLS features).
+The other families train on the same data and budget: `:timesformer` (divided space-time
+attention, its temporal embedding started at the patch embeddings' scale), `:pst` (a tiny Swin
+with temporal patch shift and channel shift) and `:vtn` (a tiny per-frame ViT with a Longformer
+temporal encoder over the frames' CLS features). In bench/learning.py's runs PST and TimeSformer
+learn the task; VTN has not yet left chance (its fresh model sees almost no frame order:
+docs/learning.md).
 """
 
 from vidmix.training.base_config import base_config
@@ -26,6 +28,11 @@ _XVIT = dict(width=64, depth=3, num_heads=4, patch_size=4, head_dropout_rate=0.0
 MODELS = {
     None: ("xvit_s16", _XVIT),
     "space": ("xvit_s16", dict(_XVIT, attention="space", temporal_embed_slots=0)),
+    # divided space-time attention; its only source of frame order is the temporal embedding,
+    # which the release starts at zero (it starts from image weights): from scratch it starts at
+    # the patch embeddings' scale, or the fresh model is blind to order (docs/learning.md)
+    "timesformer": ("timesformer_b16", dict(width=64, depth=3, num_heads=4, patch_size=4,
+                                            drop_path_rate=0.0, temporal_embed_std=1.0)),
     "vtn": ("vtn_vit_b16", dict(width=64, depth=3, num_heads=4, patch_size=4, temporal_layers=1,
                                 temporal_heads=4, temporal_mlp_dim=256, attention_window=4,
                                 head_dropout_rate=0.0, temporal_dropout_rate=0.0,

@@ -168,6 +168,11 @@ class VideoViTConfig(ViTFields):
     # Temporal embedding slots: None = one per token frame, 0 = no temporal embedding. Frame t uses
     # slot t mod slots (the official XViT release uses 8 slots for 16 frames).
     temporal_embed_slots: int | None = None
+    # The fresh temporal embedding: zeros (0.0, the releases'; their models start from image
+    # weights) or a truncated normal of this std. Without it TimeSformer's fresh model is exactly
+    # blind to frame order; from scratch, ~1.0 (the patch embeddings' scale) lets it learn time
+    # (docs/learning.md). Loaded weights replace it.
+    temporal_embed_std: float = 0.0
     head_dropout_rate: float = 0.0  # dropout in the head (XViT's TA head: 0.5)
 
     # Derived sizes -------------------------------------------------------------------------------
@@ -221,6 +226,9 @@ class VideoViTConfig(ViTFields):
                              f"{self.tubelet_size}")
         if self.embed_slots < 0:
             raise ValueError(f"temporal_embed_slots must be >= 0, got {self.temporal_embed_slots}")
+        if not (isinstance(self.temporal_embed_std, (int, float)) and self.temporal_embed_std >= 0):
+            raise ValueError(f"temporal_embed_std must be a number >= 0, got "
+                             f"{self.temporal_embed_std!r}")
         if self.attention == "mixing":
             if not 1 <= self.shift_div or self.shift_fold < 1 or 2 * self.shift_fold > self.width:
                 raise ValueError(f"shift_div {self.shift_div} must leave 1 <= width // shift_div "
