@@ -45,7 +45,9 @@ OFF = dict(drop_path_rate=0.0, head_dropout_rate=0.0)
 FAMILIES = {
     "xvit": ("xvit_s16", dict(SMALL, head="temporal_attention", **OFF)),
     "xvit_summary": ("xvit_b16_summary", dict(SMALL, **OFF)),
-    "timesformer": ("timesformer_b16", dict(SMALL, **OFF)),
+    # from scratch, TimeSformer's temporal embedding starts at the patch embeddings' scale: with
+    # the release's zeros its fresh model is blind to frame order (docs/learning.md)
+    "timesformer": ("timesformer_b16", dict(SMALL, temporal_embed_std=1.0, **OFF)),
     "pst": ("pst_tiny", dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=4,
                              drop_path_rate=0.0, head_dropout_rate=0.0)),
     "vtn": ("vtn_vit_b16", dict(SMALL, temporal_layers=1, temporal_heads=4, temporal_mlp_dim=256,

@@ -213,14 +213,15 @@ class LongformerLayer(nnx.Module):
 class LongformerEmbeddings(nnx.Module):
     """inputs + position embedding[position id] + token type embedding[type id] -> LN -> dropout.
 
-    The row `pad_position` of the position table starts at zero (PyTorch's `padding_idx`).
+    The row `pad_position` of the position table starts at zero (PyTorch's `padding_idx`); the
+    others are drawn from N(0, position_std) (BERT's 0.02 unless given).
     """
 
     def __init__(self, dim: int, *, max_positions: int, type_vocab_size: int = 2,
                  pad_position: int | None = None, eps: float = 1e-12, dropout_rate: float = 0.0,
-                 dtype=jnp.float32, rngs: nnx.Rngs):
+                 position_std: float = 0.02, dtype=jnp.float32, rngs: nnx.Rngs):
         def position_init(key, shape, dtype=jnp.float32):
-            table = bert_init(key, shape, dtype)
+            table = nnx.initializers.normal(position_std)(key, shape, dtype)
             return table if pad_position is None else table.at[pad_position].set(0)
 
         self.max_positions, self.type_vocab_size = max_positions, type_vocab_size
@@ -244,8 +245,8 @@ class LongformerEncoder(nnx.Module):
                  attention_window: int, max_positions: int, type_vocab_size: int = 2,
                  pad_position: int | None = None, num_global: int = 1,
                  dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
-                 eps: float = 1e-12, dtype=jnp.float32, remat: str = "none",
-                 implementation: str = "auto", rngs: nnx.Rngs):
+                 eps: float = 1e-12, position_std: float = 0.02, dtype=jnp.float32,
+                 remat: str = "none", implementation: str = "auto", rngs: nnx.Rngs):
         if attention_window < 2 or attention_window % 2:
             raise ValueError(f"attention_window must be a positive even number, got "
                              f"{attention_window}")
@@ -255,7 +256,8 @@ class LongformerEncoder(nnx.Module):
         self.one_sided = attention_window // 2
         self.embeddings = LongformerEmbeddings(
             dim, max_positions=max_positions, type_vocab_size=type_vocab_size,
-            pad_position=pad_position, eps=eps, dropout_rate=dropout_rate, dtype=dtype, rngs=rngs)
+            pad_position=pad_position, eps=eps, dropout_rate=dropout_rate,
+            position_std=position_std, dtype=dtype, rngs=rngs)
         # one scanned stack (`stack.LayerStack`); every layer also takes the `valid` mask
         self.layers = LayerStack([
             LongformerLayer(dim, num_heads, mlp_dim, one_sided=self.one_sided,

@@ -41,6 +41,10 @@ class VTNConfig(ViTFields):
     temporal_dropout_rate: float = 0.1  # embeddings and layer outputs
     temporal_attention_dropout_rate: float = 0.1  # attention probabilities
     temporal_layer_norm_eps: float = 1e-12
+    # std of the fresh position embeddings (BERT's 0.02, the release's; loaded weights replace
+    # them). They are the encoder's only source of frame order, added to frame features of unit
+    # scale: from scratch, ~1.0 lets it see the order at all (docs/learning.md).
+    temporal_position_std: float = 0.02
     # Head: [CLS] -> LayerNorm -> Dense(head_mlp_dim) -> GELU -> Dropout -> Dense(classes).
     head_mlp_dim: int | None = None  # None: the width
     head_layer_norm_eps: float = 1e-5
@@ -88,6 +92,9 @@ class VTNConfig(ViTFields):
                              f"{self.max_positions}")
         self.check_rates("temporal_dropout_rate", "temporal_attention_dropout_rate",
                          "head_dropout_rate")
+        std = self.temporal_position_std
+        if not (isinstance(std, (int, float)) and std > 0):
+            raise ValueError(f"temporal_position_std must be a number > 0, got {std!r}")
 
     def describe(self) -> dict[str, str]:
         """What the model zoo table shows about this model."""
@@ -137,7 +144,8 @@ class VTN(nnx.Module):
             max_positions=cfg.max_positions, type_vocab_size=2, pad_position=cfg.pad_position,
             num_global=1, dropout_rate=cfg.temporal_dropout_rate,
             attention_dropout_rate=cfg.temporal_attention_dropout_rate,
-            eps=cfg.temporal_layer_norm_eps, dtype=dtype, remat=cfg.remat,
+            eps=cfg.temporal_layer_norm_eps, position_std=cfg.temporal_position_std,
+            dtype=dtype, remat=cfg.remat,
             implementation=cfg.attention_impl, rngs=rngs)
         self.head = VTNHead(cfg, rngs=rngs)
 
