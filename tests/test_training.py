@@ -472,7 +472,8 @@ def test_frame_averaging_baseline_stays_at_chance(tmp_path):
     assert 40 <= top1 <= 60, line
 
 
-CONFIGS = [("default", None), ("default", "space"), ("default", "vtn"), ("default", "pst"),
+CONFIGS = [("default", None), ("default", "space"), ("default", "timesformer"), ("default", "vtn"),
+           ("default", "pst"),
            ("xvit_k400", "8"), ("xvit_k400", "16"), ("xvit_ssv2", "8"), ("xvit_ssv2", "16"),
            ("timesformer_k400", None), ("ucf101", "xvit_b16"), ("ucf101", "timesformer_b16"),
            ("ucf101", "vit_b16"), ("ucf101", "vtn_vit_b16"), ("ucf101", "pst_tiny"),
