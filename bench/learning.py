@@ -110,17 +110,24 @@ def experiment_model(args, overrides):
     return model
 
 
+def experiment(args, videos):
+    """(overrides, model) of the run `args` asks for; with `videos`, normalised with their pixel
+    statistics (else with the preset's)."""
+    args.preset, family = FAMILIES[args.family] if args.family else (args.model, SMALL)
+    overrides = dict(family, num_classes=2, num_frames=args.frames, image_size=args.size)
+    if videos is not None:
+        overrides.update(dataset_stats(videos))
+    overrides.update({k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)})
+    return overrides, experiment_model(args, overrides)
+
+
 def order_signal(args, num_videos: int = 64) -> float:
     """How much a freshly initialised model tells a clip from its time reversal: the std over
     videos of the change of its logit margin when the frames are reversed, over the std of the
     part reversal leaves unchanged. 0 for a model blind to frame order; gradient descent can only
     amplify what is there, so this predicts the plateau (docs/learning.md)."""
     videos, _ = make_videos(args.task, num_videos, seed=3, size=args.size)
-    args.preset, family = FAMILIES[args.family] if args.family else (args.model, SMALL)
-    overrides = dict(family, num_classes=2, num_frames=args.frames, image_size=args.size,
-                     **dataset_stats(videos))
-    overrides.update({k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)})
-    graphdef, params, rest = split_model(experiment_model(args, overrides))
+    graphdef, params, rest = split_model(experiment(args, videos)[1])
     evaluate = jax.jit(make_eval_step(graphdef))
     clip = clips(videos, np.random.default_rng(0), args.frames, args.stride, train=False)
     margin = [np.asarray(evaluate(params, {"video": c}, rest)) @ np.array([1.0, -1.0])
@@ -131,12 +138,8 @@ def order_signal(args, num_videos: int = 64) -> float:
 def run(args) -> dict:
     train_v, train_y = make_videos(args.task, args.num_train, seed=1, size=args.size)
     val_v, val_y = make_videos(args.task, 256, seed=2, size=args.size)
-    args.preset, family = FAMILIES[args.family] if args.family else (args.model, SMALL)
-    overrides = dict(family, num_classes=2, num_frames=args.frames, image_size=args.size)
-    if args.pixels == "dataset":  # the training videos' own statistics
-        overrides.update(dataset_stats(train_v))
-    overrides.update({k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)})
-    model = experiment_model(args, overrides)
+    # --pixels dataset: the training videos' own statistics
+    overrides, model = experiment(args, train_v if args.pixels == "dataset" else None)
     graphdef, params, rest = split_model(model)
     sched = optax.warmup_cosine_decay_schedule(0.0, args.lr, args.warmup, args.steps)
     tx = optax.chain(optax.clip_by_global_norm(1.0),

@@ -18,7 +18,7 @@ from vidmix.checkpoints import (
     unregister_format,
 )
 from vidmix.checkpoints.mapping import conv_kernel, take, torch_linear
-from vidmix.models.registry import FAMILIES, MODELS, PRESETS, Family, register, unregister
+from vidmix.models.registry import FAMILIES, PRESETS, Family, register, unregister
 
 
 # The format and the family of docs/extending.md -------------------------------------------------
@@ -68,7 +68,7 @@ def toy():
         if name in FORMATS:
             unregister_format(name)
     unregister("toy")
-    assert "toy" not in FAMILIES and ToyConfig not in MODELS and "toy_s4" not in PRESETS
+    assert "toy" not in FAMILIES and "toy_s4" not in PRESETS
 
 
 def toy_file(tmp_path, classes=3, width=8, patch=4):

@@ -9,13 +9,15 @@ from vidmix.checkpoints.errors import CheckpointError
 from vidmix.checkpoints.formats import FORMATS, detect_format
 from vidmix.checkpoints.mapping import assign, param_paths
 from vidmix.checkpoints.readers import read_tensors
-from vidmix.models.registry import FAMILIES
+from vidmix.models.registry import family_for
 
 
 def _conversion(cfg):
     """The registered weight conversion of `cfg`'s family (`Family.convert`)."""
-    family = next((f for f in FAMILIES.values() if type(cfg) is f.config), None)
-    convert = family.conversion() if family is not None else None
+    try:
+        convert = family_for(cfg).conversion()
+    except TypeError:
+        convert = None
     if convert is None:
         raise CheckpointError(f"no checkpoint conversion for {type(cfg).__name__} models")
     return convert

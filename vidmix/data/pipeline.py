@@ -274,7 +274,7 @@ class TrainLoaderOptions(LoaderOptions):
 
 
 def _open_split(data_dir, split: str, batch_size: int, clip: ClipOptions):
-    """(TFDS data source, class names) of `split`, after checking the loader's arguments."""
+    """(TFDS builder, data source of `split`), after checking the loader's arguments."""
     builder, _ = open_dataset(data_dir)
     if split not in builder.info.splits:
         raise ValueError(f"split {split!r} not in {sorted(builder.info.splits)}")

@@ -9,7 +9,6 @@ from vidmix.models.config import VIT_SIZES, VideoViTConfig
 from vidmix.models.pst import PST, PSTConfig
 from vidmix.models.registry import (
     FAMILIES,
-    MODELS,
     PRESETS,
     Family,
     build_model,
@@ -21,7 +20,7 @@ from vidmix.models.registry import (
 )
 from vidmix.models.vtn import VTN, VTNConfig
 
-__all__ = ["FAMILIES", "MODELS", "PRESETS", "AttentionMaps", "Block", "Family", "PST", "PSTConfig",
+__all__ = ["FAMILIES", "PRESETS", "AttentionMaps", "Block", "Family", "PST", "PSTConfig",
            "VIT_SIZES", "VTN", "VTNConfig", "VideoClassifier", "VideoViT", "VideoViTConfig",
            "attention_maps", "attention_rollout", "build_model", "create_model", "list_models",
            "model_config", "register", "unregister"]

@@ -64,10 +64,12 @@ class VideoViT(nnx.Module):
         self.cls_token = nnx.Param(jnp.zeros((d,)))
         pos = 0.02 * jax.random.normal(rngs.params(), (cfg.num_patches + 1, d))
         self.pos_embed = nnx.Param(pos)
-        self.temporal_embed = (
-            nnx.Param(nnx.initializers.truncated_normal(cfg.temporal_embed_std)(
-                rngs.params(), (cfg.embed_slots, d)) if cfg.temporal_embed_std
-                else jnp.zeros((cfg.embed_slots, d))) if cfg.embed_slots else nnx.data(None))
+        self.temporal_embed = nnx.data(None)
+        if cfg.embed_slots:  # zeros (the releases'), or drawn when training from scratch
+            shape = (cfg.embed_slots, d)
+            self.temporal_embed = nnx.Param(
+                nnx.initializers.truncated_normal(cfg.temporal_embed_std)(rngs.params(), shape)
+                if cfg.temporal_embed_std else jnp.zeros(shape))
         rates = np.linspace(0.0, cfg.drop_path_rate, cfg.depth)
         # one scanned stack (stack.py); stochastic depth on in every layer or in none, so the
         # layers share one structure (the first layer's rate is 0)

@@ -3,8 +3,8 @@
 A family (`Family`) is declared once, with everything about it: its name, its config dataclass,
 the module that config builds, its presets (named sets of config field values) and its weight
 conversion (canonical checkpoint tensors -> its parameters, `vidmix.checkpoints.families`).
-`register(Family(...))` adds it; `FAMILIES` holds them by name, and `MODELS` (config class ->
-module) and `PRESETS` (preset name -> (config class, fields)) are indexes over them.
+`register(Family(...))` adds it; `FAMILIES` holds them by name, and `PRESETS` (preset name ->
+(config class, fields)) is the index `create_model` looks names up in.
 
 Every config has `num_classes`, `num_frames`, `image_size` (and `image_hw`), `dtype`, `remat`,
 `drop_path_rate`, `dropout_rate`, `head_dropout_rate` and `describe()`, which is all training,
@@ -53,8 +53,7 @@ class Family:
 
 # family name -> Family
 FAMILIES: dict[str, Family] = {}
-# indexes over FAMILIES: config class -> the module it builds; preset name -> (config, fields)
-MODELS: dict[type, type] = {}
+# index over FAMILIES: preset name -> (config class, fields)
 PRESETS: dict[str, tuple[type, dict]] = {}
 
 
@@ -63,13 +62,12 @@ def register(family: Family) -> Family:
     it."""
     if family.name in FAMILIES:
         raise ValueError(f"model family {family.name!r} is already registered")
-    if family.config in MODELS:
+    if any(f.config is family.config for f in FAMILIES.values()):
         raise ValueError(f"config {family.config.__name__} already has a model family")
     clash = set(family.presets) & set(PRESETS)
     if clash:
         raise ValueError(f"presets already registered: {sorted(clash)}")
     FAMILIES[family.name] = family
-    MODELS[family.config] = family.model
     PRESETS.update({name: (family.config, fields) for name, fields in family.presets.items()})
     return family
 
@@ -77,7 +75,6 @@ def register(family: Family) -> Family:
 def unregister(name: str) -> Family:
     """Remove family `name` and its presets (e.g. a test's toy family); returns it."""
     family = FAMILIES.pop(name)
-    del MODELS[family.config]
     for preset in family.presets:
         del PRESETS[preset]
     return family
@@ -146,9 +143,7 @@ def model_config(name: str, **overrides) -> VideoViTConfig:
 
 def build_model(cfg, *, rngs: nnx.Rngs | None = None) -> nnx.Module:
     """The module of config `cfg` (any family), freshly initialised."""
-    if type(cfg) not in MODELS:
-        raise TypeError(f"no model family for config type {type(cfg).__name__}")
-    return MODELS[type(cfg)](cfg, rngs=rngs if rngs is not None else nnx.Rngs(0))
+    return family_for(cfg).model(cfg, rngs=rngs if rngs is not None else nnx.Rngs(0))
 
 
 def create_model(name: str, *, rngs: nnx.Rngs | None = None, **overrides) -> nnx.Module:

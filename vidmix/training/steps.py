@@ -9,6 +9,8 @@ and mixup / cutmix drawn by the loader are applied here (`inputs.train_inputs`).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -82,3 +84,10 @@ def make_eval_step(graphdef):
         return forward(nnx.merge(graphdef, params, rest), batch, train=False)
 
     return eval_step
+
+
+@functools.cache
+def jitted_eval_step(graphdef):
+    """`make_eval_step(graphdef)` under jax.jit, made once per model structure, so every
+    evaluator of a run and predict share one compiled step."""
+    return jax.jit(make_eval_step(graphdef))

@@ -36,13 +36,11 @@ from vidmix.training import mesh as mesh_lib
 from vidmix.training.checkpointing import Checkpoints, abstract_like
 from vidmix.training.config_checks import ConfigError, check_config
 from vidmix.training.epochs import resolve_epochs, uses_epochs
-from vidmix.training.evaluators import MAIN, make_evaluators
-from vidmix.training.evaluators import settings as evaluator_settings
-from vidmix.training.evaluators.classification import ClassificationEvaluator
+from vidmix.training.evaluators import MAIN, main_evaluator, make_evaluators
 from vidmix.training.logbook import Logbook
 from vidmix.training.optim import make_optimizer
 from vidmix.training.prefetch import Prefetch
-from vidmix.training.steps import make_eval_step, make_train_step, split_model
+from vidmix.training.steps import jitted_eval_step, make_train_step, split_model
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +217,7 @@ def _write_run_files(exp: Experiment, workdir: str):
 
 
 def _eval_step_fn(exp):
-    step = jax.jit(make_eval_step(exp.graphdef))
+    step = jitted_eval_step(exp.graphdef)
     return lambda params, batch: step(params, batch, exp.rest)
 
 
@@ -381,7 +379,7 @@ def evaluate(config, workdir: str | None, *, model_dir: str | None = None) -> di
     `model_dir`, the model folder instead (the workdir, if given, only receives confusion.png)."""
     if model_dir:
         exp = _folder_experiment(config, model_dir)
-        metrics, scores = _main_evaluator(exp).run(exp.state["params"])
+        metrics, scores = main_evaluator(exp).run(exp.state["params"])
         if workdir is None:
             return metrics
         os.makedirs(workdir, exist_ok=True)
@@ -389,10 +387,6 @@ def evaluate(config, workdir: str | None, *, model_dir: str | None = None) -> di
     workdir = os.path.abspath(workdir)
     exp = setup(config, workdir, for_training=False)
     params = checkpoint_params(exp, workdir)
-    metrics, scores = _main_evaluator(exp).run(params)
+    metrics, scores = main_evaluator(exp).run(params)
     return _finish_eval(exp, workdir, metrics, scores)
-
-
-def _main_evaluator(exp):
-    return ClassificationEvaluator(exp, evaluator_settings(exp.config, MAIN), MAIN)
 

@@ -34,10 +34,15 @@ def settings(config, name: str) -> ml_collections.ConfigDict:
     return merged
 
 
+def main_evaluator(exp) -> ClassificationEvaluator:
+    """The evaluation `config.eval` configures (what `train` returns and `--mode=eval` runs)."""
+    return ClassificationEvaluator(exp, settings(exp.config, MAIN), MAIN)
+
+
 def make_evaluators(exp) -> dict:
     """{name: evaluator} of a run: the main one first, then `config.evals` in order."""
     config = exp.config
-    evaluators = {MAIN: ClassificationEvaluator(exp, settings(config, MAIN), MAIN)}
+    evaluators = {MAIN: main_evaluator(exp)}
     for name, entry in config.get("evals", {}).items():
         evaluators[name] = EVALUATORS[entry.get("type", "classification")](
             exp, settings(config, name), name)

@@ -4,7 +4,6 @@ over videos (`vidmix.training.evaluate`)."""
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
@@ -12,7 +11,7 @@ from vidmix.data.from_config import eval_loader
 from vidmix.data.pipeline import close_iterator
 from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
-from vidmix.training.steps import make_eval_step
+from vidmix.training.steps import jitted_eval_step
 
 
 class ClassificationEvaluator:
@@ -25,7 +24,7 @@ class ClassificationEvaluator:
         key = "config.eval" if name == "eval" else f"config.evals.{name}"
         self.batch_size = mesh_lib.per_process_batch(settings.batch_size, exp.mesh,
                                                      f"{key}.batch_size")
-        step = jax.jit(make_eval_step(exp.graphdef))
+        step = jitted_eval_step(exp.graphdef)
         self.step = lambda params, batch: step(params, batch, exp.rest)
 
     def run(self, params) -> tuple[dict, tuple]:
