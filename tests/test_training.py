@@ -15,7 +15,6 @@ from test_main import ROOT
 
 from configs.default import get_config as demo_config
 from vidmix.data import build_dataset, load_report, make_loader
-from vidmix.data.pipeline import close_iterator
 from vidmix.training import evaluate as ev
 from vidmix.training.config_checks import ConfigError
 from vidmix.training.mesh import global_batch, make_mesh
@@ -56,7 +55,7 @@ def test_sharded_step_matches_one_device(data_dir, tmp_path):
                          shard_count=1)
     it = iter(loader)
     batches = [next(it) for _ in range(3)]
-    close_iterator(it)
+    it.close()
     results = {}
     for data, fsdp in ((1, 1), (2, 4), (8, 1)):
         config.mesh.data, config.mesh.fsdp = data, fsdp
@@ -94,7 +93,7 @@ def test_train_step_on_uint8_equals_the_float_clip(data_dir, tmp_path):
                          shard_count=1, mixup=0.4, cutmix=1.0, random_erasing=0.5)
     it = iter(loader)
     batches = [next(it) for _ in range(2)]
-    close_iterator(it)
+    it.close()
     exp = setup(config, str(tmp_path))
     cfg = exp.model_config
     assert cfg.pixel_mean == (0.4, 0.5, 0.6)
@@ -455,21 +454,6 @@ def test_two_processes_agree_with_one(data_dir):
         assert r["devices"] == 8 and r["processes"] == 2
         assert r["loss"] == pytest.approx(ref["loss"], rel=1e-5)
         assert r["checksum"] == pytest.approx(ref["checksum"], rel=1e-5)
-
-
-@pytest.mark.slow
-def test_frame_averaging_baseline_stays_at_chance(tmp_path):
-    """The demo's model and budget with space-only attention (a frame-averaging model) stays near
-    chance (50%); that the demo itself learns is tested from a fresh clone (test_fresh_clone)."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as the README
-    result = subprocess.run([sys.executable, "main.py", "--config=configs/default.py:space",
-                             f"--workdir={tmp_path / 'run'}",
-                             f"--config.data.dir={tmp_path / 'data'}"],
-                            cwd=ROOT, capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = [x for x in result.stdout.splitlines() if x.startswith("eval")][-1]
-    top1 = float(line.split("top-1 ")[1].split("%")[0])
-    assert 40 <= top1 <= 60, line
 
 
 CONFIGS = [("default", None), ("default", "space"), ("default", "timesformer"), ("default", "vtn"),

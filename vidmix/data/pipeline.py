@@ -23,7 +23,9 @@ Eval: every video expands into num_clips x num_crops views, each labelled with i
 whole number of batches on every process; padding has `mask` 0, so every view is seen exactly once.
 
 Each process reads its own contiguous shard (`jax.process_index()` of `jax.process_count()` by
-default). `iter(loader)` gives grain's iterator, whose `get_state()` / `set_state()` resume exactly.
+default). A loader is a grain dataset (`grain.MapDataset` of records -> `IterDataset` of batches);
+`iter(loader)` gives its iterator: `get_state()` / `set_state()` (a JSON-able dict) resume exactly
+and `close()` stops its worker processes.
 """
 
 from __future__ import annotations
@@ -151,8 +153,11 @@ class IndexedSource:
     def __getitem__(self, i):
         return i, self.source[i]
 
-    def __repr__(self):  # grain checks a restored state against repr(data_source)
+    def __repr__(self):
         return f"IndexedSource({self.source!r}, num_records={len(self)})"
+
+
+PADDING = (-1, 0, None)  # a ViewSource element past the last view
 
 
 class ViewSource:
@@ -166,7 +171,7 @@ class ViewSource:
 
     def __getitem__(self, i):
         if i >= len(self.source) * self.views:
-            return None
+            return PADDING  # not None: grain drops None elements as filtered out
         video, view = divmod(i, self.views)
         return video, view, self.source[video]
 
@@ -188,13 +193,13 @@ class TrainClip(grain.transforms.RandomMap):
 
 class EvalView(grain.transforms.Map):
     """A `ViewSource` element -> that eval view (`eval_view`) with label, video_id and mask 1;
-    padding (None) -> a zero clip with video_id -1 and mask 0."""
+    padding (`PADDING`) -> a zero clip with video_id -1 and mask 0."""
 
     def __init__(self, opts: ClipOptions):
         self.opts = opts
 
     def map(self, element):
-        if element is None:  # padding
+        if element[2] is None:  # padding
             shape = (self.opts.num_frames, self.opts.image_size, self.opts.image_size, 3)
             return {"video": np.zeros(shape, np.uint8),
                     "frame_index": np.arange(self.opts.num_frames, dtype=np.int32),
@@ -218,26 +223,19 @@ class MixBatch(grain.transforms.RandomMap):
 
 @dataclasses.dataclass
 class VideoLoader:
-    """An iterable of batches. `num_batches` is per pass for eval loaders (None when endless)."""
+    """An iterable of batches. `num_batches` is per pass for eval loaders (None when endless).
 
-    loader: grain.DataLoader
+    `iter(loader)` gives a grain dataset iterator: `get_state()` / `set_state()` resume exactly,
+    `close()` stops its worker processes now rather than at interpreter exit."""
+
+    dataset: grain.IterDataset
     num_examples: int  # videos in the split, over all processes
     num_batches: int | None
     class_names: list[str]
     options: ClipOptions
 
     def __iter__(self):
-        return iter(self.loader)
-
-
-def close_iterator(iterator) -> None:
-    """Stops a loader iterator's worker processes now rather than at interpreter exit.
-
-    grain's DataLoader iterator (0.2.18) has no public close(); the dataset iterator it wraps has
-    one, so this reaches it when it is there and otherwise leaves the iterator to the collector."""
-    inner = getattr(iterator, "_iterator", None)
-    if inner is not None and hasattr(inner, "close"):
-        inner.close()
+        return iter(self.dataset)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,16 +283,40 @@ def _open_split(data_dir, split: str, batch_size: int, clip: ClipOptions):
     return builder, builder.as_data_source(split)
 
 
-def _loader(data, sampler, ops, batch_size: int, options: LoaderOptions) -> grain.DataLoader:
-    if options.worker_count and not flags.FLAGS.is_parsed():
-        # grain (0.2.18) reads --grain_enable_multiprocess_worker_profiling without a guard when
-        # it starts worker processes, which raises outside an absl app (a notebook, a script);
-        # its flags keep their defaults either way
-        flags.FLAGS.mark_as_parsed()
+def _shard(ds: grain.MapDataset, options: LoaderOptions) -> grain.MapDataset:
+    """This process's contiguous share of `ds`; every process gets the same number of records
+    (the remainder is dropped)."""
+    index, count = options.shard()
+    per_process = len(ds) // count
+    return ds[index * per_process:(index + 1) * per_process]
+
+
+def _iterable(ds: grain.MapDataset, batch_size: int, options: LoaderOptions,
+              batch_ops=()) -> grain.IterDataset:
+    """Records read by 16 threads, batched, then (with `options.worker_count`) spread over grain
+    worker processes, each batching its own records."""
     read = grain.ReadOptions(num_threads=16, prefetch_buffer_size=max(2 * batch_size, 16))
-    return grain.DataLoader(data_source=data, sampler=sampler, operations=ops,
-                            worker_count=options.worker_count,
-                            worker_buffer_size=options.worker_buffer_size, read_options=read)
+    it = ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
+    for op, seed in batch_ops:
+        it = it.random_map(op, seed=seed)
+    if options.worker_count:
+        _allow_worker_processes()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=options.worker_count, per_worker_buffer_size=options.worker_buffer_size))
+    return it
+
+
+def _allow_worker_processes() -> None:
+    """Works around google/grain#1355 (fixed upstream, not in grain 0.2.18, the newest release):
+    when jax is loaded, starting worker processes reads grain's own absl flag
+    --grain_enable_multiprocess_worker_profiling, which raises outside an absl app (a notebook, a
+    script). Marking that one flag as given, at its default value, lets the read succeed; every
+    other flag, and whether FLAGS counts as parsed, stay as they were."""
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS[_GRAIN_WORKER_PROFILING].present = True
+
+
+_GRAIN_WORKER_PROFILING = "grain_enable_multiprocess_worker_profiling"
 
 
 def make_train_loader(data_dir, split: str, batch_size: int, clip: ClipOptions,
@@ -305,21 +327,21 @@ def make_train_loader(data_dir, split: str, batch_size: int, clip: ClipOptions,
     builder, source = _open_split(data_dir, split, batch_size, clip)
     if clip.flip is None:
         clip = dataclasses.replace(clip, flip=bool(builder.info.metadata.get("allow_flip", True)))
-    index, count = options.shard()
+    _, count = options.shard()
     if len(source) < batch_size * count:
         raise ValueError(f"split {split!r} has {len(source)} videos: fewer than one batch of "
                          f"{batch_size} per process x {count} processes")
-    ops = [TrainClip(clip), grain.transforms.Batch(batch_size, drop_remainder=True)]
+    records = _shard(grain.MapDataset.source(IndexedSource(source)), options)
+    ds = records.shuffle(seed=options.seed).repeat(options.num_epochs)  # a new order each epoch
+    ds = ds.random_map(TrainClip(clip), seed=options.seed)
+    batch_ops = []
     if options.mixup or options.cutmix:
-        ops.append(MixBatch(mixup_alpha=options.mixup, cutmix_alpha=options.cutmix))
-    data = IndexedSource(source)
-    sampler = grain.samplers.IndexSampler(
-        len(data), grain.sharding.ShardOptions(index, count, drop_remainder=True),
-        shuffle=True, num_epochs=options.num_epochs, seed=options.seed)
+        batch_ops.append((MixBatch(mixup_alpha=options.mixup, cutmix_alpha=options.cutmix),
+                          options.seed + 1))
     num_batches = (None if options.num_epochs is None
-                   else options.num_epochs * (len(data) // count) // batch_size)
-    return VideoLoader(_loader(data, sampler, ops, batch_size, options), len(source),
-                       num_batches, list(builder.info.features["label"].names), clip)
+                   else options.num_epochs * len(records) // batch_size)
+    return VideoLoader(_iterable(ds, batch_size, options, batch_ops), len(source), num_batches,
+                       list(builder.info.features["label"].names), clip)
 
 
 def make_eval_loader(data_dir, split: str, batch_size: int, clip: ClipOptions,
@@ -327,17 +349,13 @@ def make_eval_loader(data_dir, split: str, batch_size: int, clip: ClipOptions,
     """One pass over every eval view (`clip.num_clips` x `clip.num_crops` per video) of this
     process's shard, padded to whole batches (padding has mask 0)."""
     builder, source = _open_split(data_dir, split, batch_size, clip)
-    index, count = options.shard()
+    _, count = options.shard()
     per_pass = batch_size * count
     views = clip.num_clips * clip.num_crops
     length = math.ceil(len(source) * views / per_pass) * per_pass
-    ops = [EvalView(clip), grain.transforms.Batch(batch_size, drop_remainder=True)]
-    sampler = grain.samplers.IndexSampler(
-        length, grain.sharding.ShardOptions(index, count, drop_remainder=True),
-        shuffle=False, num_epochs=1, seed=0)
-    return VideoLoader(_loader(ViewSource(source, views, length), sampler, ops, batch_size,
-                               options), len(source), length // per_pass,
-                       list(builder.info.features["label"].names), clip)
+    ds = _shard(grain.MapDataset.source(ViewSource(source, views, length)), options)
+    return VideoLoader(_iterable(ds.map(EvalView(clip)), batch_size, options), len(source),
+                       length // per_pass, list(builder.info.features["label"].names), clip)
 
 
 def make_loader(data_dir, split: str, num_frames: int, image_size: int, batch_size: int,

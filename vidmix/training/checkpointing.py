@@ -137,9 +137,25 @@ def checksums(tree) -> dict[str, str]:
 
 def _iterator_digest(iterator) -> str:
     """A digest of a data iterator's state (what grain writes for it)."""
-    state = iterator.get_state()
-    data = state if isinstance(state, bytes) else json.dumps(state, sort_keys=True).encode()
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
+    return hashlib.blake2b(_JsonState(iterator).get_state(), digest_size=8).hexdigest()
+
+
+class _JsonState:
+    """Hands any iterator whose state is a JSON-able dict (a grain dataset iterator, or the train
+    loop's `Prefetch` around one) to grain's orbax handler, which writes the state of anything
+    that is not itself a grain dataset iterator as text: here, the state's JSON."""
+
+    def __init__(self, iterator):
+        self.iterator = iterator
+
+    def get_state(self) -> bytes:
+        return json.dumps(self.iterator.get_state(), sort_keys=True).encode()
+
+    def set_state(self, state: bytes) -> None:
+        self.iterator.set_state(json.loads(state))
+
+    def start_prefetch(self) -> None:  # the handler calls this after a restore; batches are
+        pass                           # fetched on the next `next()`
 
 
 def _gather_digests(digest: str) -> list[str]:
@@ -242,7 +258,7 @@ class Checkpoints:
         record = {"arrays": checksums(state), "iterators": _gather_digests(
             _iterator_digest(iterator))}
         args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                  data=grain.checkpoint.CheckpointSave(iterator),
+                                  data=grain.checkpoint.CheckpointSave(_JsonState(iterator)),
                                   **{RECORD: ocp.args.JsonSave(record)})
         return self.manager.save(step, args=args, force=force)
 
@@ -302,7 +318,7 @@ class Checkpoints:
         record = self._record(step)
         items = {"state": state_args}
         if iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(iterator)
+            items["data"] = grain.checkpoint.CheckpointRestore(_JsonState(iterator))
         with self._reading(step):
             restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         if record is None:

@@ -28,7 +28,6 @@ from vidmix.data.from_config import (
     ensure_dataset,
     train_loader,
 )
-from vidmix.data.pipeline import close_iterator
 from vidmix.errors import MissingFileError
 from vidmix.models import create_model, model_config
 from vidmix.training import evaluate as ev
@@ -303,7 +302,7 @@ def train(config, workdir: str) -> dict:
         bar.close()
         checkpoints.wait()
         batches.close()
-        close_iterator(it)
+        it.close()
         signal.signal(signal.SIGTERM, previous)
     eval_metrics = None
     if stop["signal"] is None:

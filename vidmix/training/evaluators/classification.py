@@ -8,7 +8,6 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from vidmix.data.from_config import eval_loader
-from vidmix.data.pipeline import close_iterator
 from vidmix.training import evaluate as ev
 from vidmix.training import mesh as mesh_lib
 from vidmix.training.steps import jitted_eval_step
@@ -40,7 +39,7 @@ class ClassificationEvaluator:
                 for dst, key in ((ids, "video_id"), (labels, "label"), (masks, "mask")):
                     dst.append(multihost_utils.process_allgather(batch[key], tiled=True))
         finally:
-            close_iterator(it)
+            it.close()
         scores, video_labels, _ = ev.combine_views(
             np.concatenate(logits), np.concatenate(ids), np.concatenate(labels),
             np.concatenate(masks), self.settings.combine)
