@@ -19,6 +19,7 @@ from vidmix.training.checkpointing import (
     abstract_like,
     checksums,
 )
+from vidmix.errors import UserError
 
 # a read that fails inside orbax must not leave coroutines behind for Python to report later
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
@@ -173,3 +174,17 @@ def test_a_failed_restore_finishes_its_other_reads_before_orbax_closes_their_loo
     with pytest.raises(OSError):  # orbax's own run, for contrast: the reads never finish
         asyncio_utils._run_sync_via_new_loop.__wrapped__(restore())
     assert sorted(finished) == [1, 2, 3]
+
+
+def test_an_iterator_state_from_another_pipeline_is_a_clear_error(saved):
+    """A state this loader cannot take (e.g. written by vidmix's former DataLoader pipeline) says
+    so, and the checkpoint, which is not damaged, stays where it is."""
+    state_file = os.path.join(saved, "3", "data", "process_0-of-1.json")
+    with open(state_file, "w") as f:  # what grain's DataLoader wrote
+        json.dump({"version": 2, "last_seen_indices": {"0": 5}, "last_worker_index": 0,
+                   "worker_count": 0, "sampler": "IndexSampler", "data_source": "x"}, f)
+    ckpt = Checkpoints(saved)
+    with pytest.raises(UserError, match="data-iterator state .* is not one this loader can take"):
+        ckpt.restore(_state(0), _shardings(_state(0)), _iterator())
+    ckpt.close()
+    assert sorted(os.listdir(saved)) == ["1", "2", "3"]

@@ -152,7 +152,16 @@ class _JsonState:
         return json.dumps(self.iterator.get_state(), sort_keys=True).encode()
 
     def set_state(self, state: bytes) -> None:
-        self.iterator.set_state(json.loads(state))
+        value = json.loads(state)
+        try:
+            self.iterator.set_state(value)
+        except (KeyError, TypeError) as e:
+            raise UserError(
+                f"the checkpoint's data-iterator state ({str(state[:120], 'utf-8', 'replace')}) "
+                f"is not one this loader can take (missing {e}): it was written by another "
+                "input pipeline (vidmix before its grain Dataset loaders, or a different data "
+                "config). Resume with the config it was written with, or start a new workdir"
+            ) from e
 
     def start_prefetch(self) -> None:  # the handler calls this after a restore; batches are
         pass                           # fetched on the next `next()`
