@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
+from vidmix.errors import UserError
 from vidmix.training.checkpointing import (
     RECORD,
     Checkpoints,
@@ -19,7 +20,6 @@ from vidmix.training.checkpointing import (
     abstract_like,
     checksums,
 )
-from vidmix.errors import UserError
 
 # a read that fails inside orbax must not leave coroutines behind for Python to report later
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
