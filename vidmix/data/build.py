@@ -7,6 +7,8 @@
     python -m vidmix.data.build ssv2_json /videos/ssv2 /data/ssv2 -o labels=/ann/labels.json \
         --annotations train=/ann/train.json --annotations val=/ann/validation.json
     python -m vidmix.data.build synthetic - /data/synthetic -o task=rotation -o num_train=2048
+    python -m vidmix.data.build video_folder /videos/ucf101 /data/ucf101 \
+        --beam="--direct_num_workers=8 --direct_running_mode=multi_processing"
 
 Prints the report (every skipped file with its reason); exits 1 if nothing could be built.
 """
@@ -51,6 +53,10 @@ def main(argv=None) -> int:
     p.add_argument("--quality", type=int, default=90)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--beam", default=None, metavar="FLAGS",
+                   help="build with Apache Beam; FLAGS are its pipeline options in one string, "
+                        "after an = sign, e.g. --beam='--runner=DataflowRunner --project=P --region=R "
+                        "--temp_location=gs://B/tmp' (docs/datasets.md)")
     p.add_argument("--annotations", action="append", default=[],
                    help="SPLIT=FILE (repeatable), or one FILE with a split column")
     p.add_argument("-o", "--option", action="append", default=[],
@@ -65,7 +71,7 @@ def main(argv=None) -> int:
     report = build_dataset(args.kind, None if args.source == "-" else args.source,
                            args.data_dir, short_side=args.short_side, fps=args.fps,
                            quality=args.quality, num_workers=args.workers,
-                           overwrite=args.overwrite, **options)
+                           overwrite=args.overwrite, beam_options=args.beam, **options)
     print(report)
     return 0 if report.num_examples else 1
 
