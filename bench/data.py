@@ -9,9 +9,12 @@ bigbuckbunny.mp4 1280x720 h264), 4 copies of each, built into a dataset at short
   (b) vidmix: make_loader(train=True) on the built dataset (multi-scale crop, flip), batch 8,
       uint8 clips (the model normalises them on the device): in the main process (0 workers),
       and with 1 and 2 grain workers.
-"per core" is clips per CPU-second where the work stays in this process ((a) and 0 workers;
-grain's read threads may use more than one core), and clips/s per worker process otherwise.
-Warm-up batches are not timed.
+"per CPU-second" counts the CPU time of this process and its grain worker processes, every
+thread included; clips/s is wall-clock. Warm-up batches are not timed. Each process reads with
+`LoaderOptions.threads()` threads (by default this machine's cores / processes).
+
+Then the time per clip of each stage of (b), in one thread: read the record from the ArrayRecord
+file, parse it (TFDS), decode the sampled JPEGs (at draft size), crop and resize, stack.
 
 Then the output stage alone, on cropped clips of the same footage: what the host spends per clip
 to hand over uint8 frames (stacking them) and what normalising them to float32 on the host,
@@ -22,6 +25,7 @@ batch of 8 clips in each form.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -35,10 +39,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import av  # noqa: E402
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from vidmix.data import augment, build_dataset, decode, make_loader, sampling  # noqa: E402
-from vidmix.data.pipeline import stack_frames  # noqa: E402
+from vidmix.data.pipeline import open_dataset, stack_frames, stored_frames  # noqa: E402
 
 FILES = ("bikes.mp4", "bigbuckbunny.mp4")
 
@@ -136,13 +141,61 @@ def vidmix_clips_per_s(data_dir, clips, frames, size, workers, batch=8):
     for _ in range(2 * max(workers, 1)):  # warm-up: worker start and first batches
         next(it)
     steps = max(1, clips // batch)
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu = time.perf_counter(), tree_cpu_seconds()
     for _ in range(steps):
         next(it)
     rate = steps * batch / (time.perf_counter() - start)
-    per_cpu = steps * batch / (time.process_time() - cpu)
+    per_cpu = steps * batch / (tree_cpu_seconds() - cpu)
     it.close()
-    return rate, per_cpu if workers == 0 else rate / workers
+    return rate, per_cpu
+
+
+def decoded(record, indices, min_size):
+    """The stored frames at `indices`, decoded now (Pillow decodes lazily)."""
+    images = stored_frames(record, indices, min_size)
+    for im in images:
+        im.load()
+    return images
+
+
+def stage_ms(data_dir, clips, frames, size) -> dict[str, float]:
+    """CPU ms per clip of each stage of a training clip (multi-scale crop), in this thread."""
+    builder, _ = open_dataset(data_dir)
+    source = builder.as_data_source("train")
+    rng = np.random.default_rng(0)
+    total = dict.fromkeys(("read the record", "parse it", "decode JPEGs (draft size)",
+                           "crop and resize", "stack"), 0.0)
+    names = list(total)
+
+    def timed(name, fn, *args):
+        start = time.thread_time()
+        out = fn(*args)
+        total[name] += time.thread_time() - start
+        return out
+
+    for k in range(clips):
+        i = k % len(source)
+        timed(names[0], source.data_source.__getitem__, i)  # the raw bytes
+        record = timed(names[1], source.__getitem__, i)  # read again and parse
+        n, hw = int(record["num_frames"]), (int(record["height"]), int(record["width"]))
+        indices = sampling.SAMPLERS["dense"][0](n, frames, 2, rng)
+        box = augment.TRAIN_CROPS["multiscale"](*hw, size, rng)
+        images = timed(names[2], decoded, record, indices, augment.draft_size(box, size, hw))
+        images = timed(names[3], augment.crop_resize, images, box, size, hw)
+        timed(names[4], stack_frames, images)
+    total[names[1]] -= total[names[0]]
+    return {name: 1e3 * t / clips for name, t in total.items()}
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds of this process and its live child processes (grain's workers), all threads."""
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
 
 
 def main():
@@ -162,14 +215,18 @@ def main():
                          *vidmix_clips_per_s(report.data_dir, args.clips * 3, args.frames,
                                              args.size, workers)))
         stage = output_stage(paths[0], args.frames, args.size)
+        stages = stage_ms(report.data_dir, args.clips, args.frames, args.size)
     base = rows[0][3]
     print(f"{os.cpu_count()} cores; {args.frames} frames at {args.size}, train augmentation; "
           f"files: {', '.join(FILES)} (x4)")
-    print("| input | grain workers | clips/s | clips/s per core | per core vs (a) |")
+    print("| input | grain workers | clips/s | clips per CPU-second | per CPU-second vs (a) |")
     print("|---|---|---|---|---|")
     for name, workers, rate, per_core in rows:
         print(f"| {name} | {workers} | {rate:.1f} | {per_core:.1f} | {per_core / base:.2f}x |")
     print(f"\nscaling 1 -> 2 workers: {rows[3][2] / rows[2][2]:.2f}x")
+    print("\n| stage (one thread) | ms per clip |\n|---|---|")
+    for name, ms in stages.items():
+        print(f"| {name} | {ms:.2f} |")
     print("\n| clips handed over as | host ms per clip | MB per batch of 8 |")
     print("|---|---|---|")
     print(f"| uint8 (now; normalised on the device) | {stage['uint8'][0]:.2f} | "

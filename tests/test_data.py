@@ -589,3 +589,15 @@ def test_beam_build_writes_the_local_build(built, videos, tmp_path):
             reader = array_record_module.ArrayRecordReader(str(path))
             assert "uncompressed" in reader.writer_options_string().split(","), path
             reader.close()
+
+
+def test_read_threads_share_the_cores_between_processes(monkeypatch):
+    from vidmix.data.pipeline import LoaderOptions
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert LoaderOptions().threads() == 8  # the main process reads
+    assert LoaderOptions(worker_count=2).threads() == 4  # each worker reads
+    assert LoaderOptions(worker_count=16).threads() == 1
+    assert LoaderOptions(worker_count=2, read_threads=3).threads() == 3
+    with pytest.raises(ValueError, match="read_threads must be positive"):
+        LoaderOptions(read_threads=0).threads()

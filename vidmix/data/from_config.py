@@ -75,6 +75,7 @@ def train_loader(config, data_dir, per_process_batch):
                        **loader_options(config))
     return make_train_loader(data_dir, d.train_split, per_process_batch, clip,
                              TrainLoaderOptions(seed=config.seed, worker_count=d.worker_count,
+                                                read_threads=d.get("read_threads"),
                                                 mixup=d.mixup, cutmix=d.cutmix))
 
 
@@ -102,7 +103,8 @@ def eval_loader(config, data_dir, per_process_batch, settings=None):
     clip = ClipOptions(image_size=d.image_size, num_clips=e.num_clips, num_crops=e.num_crops,
                        **{**loader_options(config), **eval_clip(config, e)})
     return make_eval_loader(data_dir, d.eval_split, per_process_batch, clip,
-                            LoaderOptions(worker_count=d.worker_count))
+                            LoaderOptions(worker_count=d.worker_count,
+                                          read_threads=d.get("read_threads")))
 
 
 def check_clip_length(config, data_dir, *, for_training: bool = True) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 
 import grain
@@ -240,13 +241,26 @@ class VideoLoader:
 
 @dataclasses.dataclass(frozen=True)
 class LoaderOptions:
-    """How this process reads a split: grain worker processes (0: in the main process) and its
-    shard (None: `jax.process_index()` of `jax.process_count()`)."""
+    """How this process reads a split: grain worker processes (0: in the main process), threads
+    per process, and its shard (None: `jax.process_index()` of `jax.process_count()`)."""
 
     worker_count: int = 0
     worker_buffer_size: int = 2
     shard_index: int | None = None
     shard_count: int | None = None
+    read_threads: int | None = None  # per process (None: this machine's cores / processes)
+
+    def threads(self) -> int:
+        """Threads that read and decode records in each process. JPEG decoding and resizing run
+        outside the GIL, so threads use the cores; more threads than cores only contend
+        (docs/benchmarks.md: 16 threads on 2 cores gave 22% fewer clips per CPU-second)."""
+        if self.read_threads is not None:
+            if self.read_threads < 1:
+                raise ValueError(f"read_threads must be positive, got {self.read_threads}")
+            return self.read_threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            os.cpu_count() or 1
+        return max(1, cores // max(1, self.worker_count))
 
     def shard(self) -> tuple[int, int]:
         index, count = self.shard_index, self.shard_count
@@ -293,9 +307,10 @@ def _shard(ds: grain.MapDataset, options: LoaderOptions) -> grain.MapDataset:
 
 def _iterable(ds: grain.MapDataset, batch_size: int, options: LoaderOptions,
               batch_ops=()) -> grain.IterDataset:
-    """Records read by 16 threads, batched, then (with `options.worker_count`) spread over grain
+    """Records read by `options.threads()` threads, batched, then (with `options.worker_count`) spread over grain
     worker processes, each batching its own records."""
-    read = grain.ReadOptions(num_threads=16, prefetch_buffer_size=max(2 * batch_size, 16))
+    read = grain.ReadOptions(num_threads=options.threads(),
+                             prefetch_buffer_size=max(2 * batch_size, 16))
     it = ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
     for op, seed in batch_ops:
         it = it.random_map(op, seed=seed)
@@ -360,6 +375,7 @@ def make_eval_loader(data_dir, split: str, batch_size: int, clip: ClipOptions,
 
 def make_loader(data_dir, split: str, num_frames: int, image_size: int, batch_size: int,
                 train: bool, seed: int = 0, *, worker_count: int = 0, worker_buffer_size: int = 2,
+                read_threads: int | None = None,
                 shard_index: int | None = None, shard_count: int | None = None,
                 num_epochs: int | None = None, flip: bool | None = None, mixup: float = 0.0,
                 cutmix: float = 0.0, **clip_options) -> VideoLoader:
@@ -370,6 +386,7 @@ def make_loader(data_dir, split: str, num_frames: int, image_size: int, batch_si
     training only)."""
     clip = ClipOptions(num_frames=num_frames, image_size=image_size, flip=flip, **clip_options)
     reading = dict(worker_count=worker_count, worker_buffer_size=worker_buffer_size,
+                   read_threads=read_threads,
                    shard_index=shard_index, shard_count=shard_count)
     if train:
         return make_train_loader(data_dir, split, batch_size, clip, TrainLoaderOptions(

@@ -49,6 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
     # from scratch; docs/learning.md)
     c.data.pixel_stats = "model"
     c.data.worker_count = 0
+    # threads per process that read and decode records (None: the machine's cores / processes)
+    c.data.read_threads = ml_collections.config_dict.placeholder(int)
     c.data.prefetch = 1  # batches read and put on the mesh ahead of the step (0: none)
 
     c.train = ml_collections.ConfigDict()

@@ -93,6 +93,8 @@ RULES: dict[str, Rule] = {
     "data.pixel_stats": one_of("model", "dataset"),
     "data.worker_count": at_least(0, integer=True),
     "data.prefetch": at_least(0, integer=True),
+    "data.read_threads": ((lambda x: x is None or (_integer(x) and x > 0)),
+                          "None (cores / processes) or an integer > 0"),
     # eval
     "eval.batch_size": positive(integer=True),
     "eval.num_clips": positive(integer=True),
