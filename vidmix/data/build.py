@@ -55,8 +55,8 @@ def main(argv=None) -> int:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--beam", default=None, metavar="FLAGS",
                    help="build with Apache Beam; FLAGS are its pipeline options in one string, "
-                        "after an = sign, e.g. --beam='--runner=DataflowRunner --project=P --region=R "
-                        "--temp_location=gs://B/tmp' (docs/datasets.md)")
+                        "after an = sign, e.g. --beam='--direct_num_workers=16 "
+                        "--direct_running_mode=multi_processing'; clusters: docs/datasets.md")
     p.add_argument("--annotations", action="append", default=[],
                    help="SPLIT=FILE (repeatable), or one FILE with a split column")
     p.add_argument("-o", "--option", action="append", default=[],

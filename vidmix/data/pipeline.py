@@ -307,8 +307,8 @@ def _shard(ds: grain.MapDataset, options: LoaderOptions) -> grain.MapDataset:
 
 def _iterable(ds: grain.MapDataset, batch_size: int, options: LoaderOptions,
               batch_ops=()) -> grain.IterDataset:
-    """Records read by `options.threads()` threads, batched, then (with `options.worker_count`) spread over grain
-    worker processes, each batching its own records."""
+    """Records read by `options.threads()` threads, batched, then (with `options.worker_count`)
+    spread over grain worker processes, each batching its own records."""
     read = grain.ReadOptions(num_threads=options.threads(),
                              prefetch_buffer_size=max(2 * batch_size, 16))
     it = ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True)

@@ -212,8 +212,8 @@ def build_dataset(kind: str, source, data_dir, *, short_side: int | None = None,
     num_workers: decoding processes (default: every core). options: the kind's own keywords
       (e.g. `split_files=`, `annotations=`, `labels=`, `task=`, `name=`).
     beam_options: build with Apache Beam instead of a local process pool: `PipelineOptions`,
-      or their command-line flags (a list, or one string), e.g. "--runner=DataflowRunner
-      --project=... --temp_location=gs://...". The dataset written is the same.
+      or their command-line flags (a list, or one string), e.g. "--runner=FlinkRunner
+      --flink_master=host:8081 ..." (docs/datasets.md). The dataset written is the same.
     An existing build of the same name is reused (its report returned) unless `overwrite`.
     """
     if kind not in KINDS:
