@@ -2,7 +2,7 @@
 
 `build_dataset(..., beam_options=...)` hands TFDS, for each split, the `SplitExamples` transform
 below instead of a Python generator; TFDS runs it on the runner the options name (DirectRunner
-with several processes on one machine; Dataflow, Spark or Flink for a cluster) and writes the
+with several processes on one machine; Spark or Flink for a cluster) and writes the
 same ArrayRecord dataset as the local build.
 
 What the local build keeps in the builder (skipped files, frame counts, pixel sums) cannot be
