@@ -12,7 +12,7 @@ decay 1e-4 on matrices only, label smoothing 0.1, jitter crop + flip, 8 frames a
 3 clips x 3 crops). Pixels normalised as the Google ViT files were trained: mean = std = 0.5
 (also for the presets whose release used 0.45 / 0.225: timesformer_b16, vtn_vit_b16).
 
-The other families follow their own releases (specs/vtn.md, specs/pst.md) on the same schedule:
+The other families follow their own releases (docs/recipes.md: VTN, PST) on the same schedule:
 - `vtn_vit_b16` (from an ImageNet ViT file): 16 frames at stride 8, SGD LR 1e-3; evaluated on
   128 frames spread over the whole video in one view (the release takes 250 frames of 10 s);
 - `pst_tiny` / `pst_base` (from an ImageNet Swin file, timm / Hugging Face / official `.pth`):
