@@ -140,10 +140,6 @@ class ViTFields(ModelConfig):
     remat: str = "none"
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly from 0 to this over the blocks
     dropout_rate: float = 0.0  # dropout on the attention and MLP outputs of the backbone
-    # std of the fresh spatial position embedding (normal; 0.02 as ViT's releases). Loaded
-    # weights replace it. VTN from scratch needs ~1.0: its per-frame features only tell where
-    # things are through it (docs/learning.md).
-    pos_embed_std: float = 0.02
 
     def vit_fields(self) -> dict:
         """{name: value} of the ViT backbone fields (and `attention_impl`)."""
@@ -230,10 +226,9 @@ class VideoViTConfig(ViTFields):
                              f"{self.tubelet_size}")
         if self.embed_slots < 0:
             raise ValueError(f"temporal_embed_slots must be >= 0, got {self.temporal_embed_slots}")
-        for name in ("temporal_embed_std", "pos_embed_std"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not (isinstance(self.temporal_embed_std, (int, float)) and self.temporal_embed_std >= 0):
+            raise ValueError(f"temporal_embed_std must be a number >= 0, got "
+                             f"{self.temporal_embed_std!r}")
         if self.attention == "mixing":
             if not 1 <= self.shift_div or self.shift_fold < 1 or 2 * self.shift_fold > self.width:
                 raise ValueError(f"shift_div {self.shift_div} must leave 1 <= width // shift_div "
