@@ -591,6 +591,28 @@ def test_beam_build_writes_the_local_build(built, videos, tmp_path):
             reader.close()
 
 
+@pytest.mark.parametrize("how", [["--workers", "1"], ["--beam=--runner=DirectRunner"]])
+def test_a_split_with_no_readable_video_names_every_file(tmp_path, how):
+    """When every video of a split fails, TFDS would stop with "no examples"; the build says
+    which files failed and why, locally and on Beam."""
+    (tmp_path / "videos" / "a").mkdir(parents=True)
+    for name in ("x.mp4", "y.webm"):
+        (tmp_path / "videos" / "a" / name).write_text("not a video\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "vidmix.data.build", "video_folder", str(tmp_path / "videos"),
+         str(tmp_path / "out"), *how], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()  # logs (the skips, TFDS), then the error
+    error = lines[next(i for i, x in enumerate(lines) if x.startswith("error: "))
+                  if any(x.startswith("error: ") for x in lines) else -1:]
+    assert error[0] == "error: no video of split 'train' could be used; all 2 were skipped:"
+    assert [line.split(": ")[0].strip() for line in error[1:3]] == \
+        [str(tmp_path / "videos" / "a" / n) for n in ("x.mp4", "y.webm")]
+    assert len(error) == 3  # the error is the last thing printed, with no traceback after it
+    if "--workers" in how:  # (Beam's runner logs the failed stage's traceback itself)
+        assert "Traceback" not in result.stderr
+
+
 def test_read_threads_share_the_cores_between_processes(monkeypatch):
     from vidmix.data.pipeline import LoaderOptions
 

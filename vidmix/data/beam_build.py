@@ -7,7 +7,8 @@ same ArrayRecord dataset as the local build.
 
 What the local build keeps in the builder (skipped files, frame counts, pixel sums) cannot be
 gathered that way from Beam workers, so the pipeline writes it beside the data: per split, one
-JSON line per skipped file (`<split>-skipped`) and one JSON object of summed statistics
+small JSON file per skipped file (`<split>-skipped/`, written by the worker that skips it, so it
+is there even when the pipeline then fails) and one JSON object of summed statistics
 (`<split>-stats`), which `read_side_outputs` reads back once the pipeline is done. Skipped files
 are also counted in the Beam counter `vidmix/skipped_files`.
 """
@@ -15,6 +16,7 @@ are also counted in the Beam counter `vidmix/skipped_files`.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import logging
 import shlex
@@ -48,12 +50,16 @@ def _decode(entry: Entry, options: dict):
     return make_example(entry, **options)
 
 
-def _skipped(result):
+def _record_skipped(result, directory: str) -> None:
+    """Writes a skipped file's (path or key, reason) to `directory`, under a name made from the
+    path, so a retried bundle writes the same file again."""
     entry, example, reason = result
     if example is None:
         SKIPPED.inc()
-        logging.getLogger(__name__).warning("skipped %s: %s", entry.path or entry.key, reason)
-        yield json.dumps([entry.path or entry.key, reason])
+        name = entry.path or entry.key
+        logging.getLogger(__name__).warning("skipped %s: %s", name, reason)
+        digest = hashlib.sha1(name.encode()).hexdigest()
+        (epath.Path(directory) / f"{digest}.json").write_text(json.dumps([name, reason]))
 
 
 def _statistics(result):
@@ -109,17 +115,24 @@ class SplitExamples(beam.PTransform):
                    | "Entries" >> beam.Create(self.entries)
                    | "Reshuffle" >> beam.Reshuffle()  # spread the decoding over the workers
                    | "Decode" >> beam.Map(_decode, self.options))
-        _ = (results
-             | "Skipped" >> beam.FlatMap(_skipped)
-             | "WriteSkipped" >> beam.io.WriteToText(
-                 str(self.side / f"{self.split}-skipped"), num_shards=1,
-                 shard_name_template=""))
+        skipped_dir = self.side / f"{self.split}-skipped"
+        skipped_dir.mkdir(parents=True, exist_ok=True)
+        _ = results | "Skipped" >> beam.Map(_record_skipped, str(skipped_dir))
         _ = (results
              | "Statistics" >> beam.FlatMap(_statistics)
              | "Sum" >> beam.CombineGlobally(SumStatistics())
              | "WriteStatistics" >> beam.io.WriteToText(
                  str(self.side / f"{self.split}-stats"), num_shards=1, shard_name_template=""))
         return results | "Examples" >> beam.FlatMap(_keyed_example)
+
+
+def read_skipped(side_dir: str, split: str, entries: list[Entry]) -> list[tuple[str, str]]:
+    """The split's skipped files (path or key, reason), in plan order."""
+    order = {e.path or e.key: i for i, e in enumerate(entries)}
+    directory = epath.Path(side_dir) / f"{split}-skipped"
+    rows = [tuple(json.loads(f.read_text())) for f in directory.glob("*.json")] \
+        if directory.exists() else []
+    return sorted(rows, key=lambda row: order.get(row[0], len(order)))
 
 
 def read_side_outputs(side_dir: str, splits: dict[str, list[Entry]]):
@@ -130,10 +143,7 @@ def read_side_outputs(side_dir: str, splits: dict[str, list[Entry]]):
     for split, entries in splits.items():
         if not entries:
             continue
-        order = {e.path or e.key: i for i, e in enumerate(entries)}
-        lines = (side / f"{split}-skipped").read_text().splitlines()
-        rows = [tuple(json.loads(line)) for line in lines if line]
-        skipped += sorted(rows, key=lambda row: order.get(row[0], len(order)))
+        skipped += read_skipped(side_dir, split, entries)
         stats = json.loads((side / f"{split}-stats").read_text())
         frame_counts[split] = collections.Counter(
             {int(n): c for n, c in stats["frame_counts"].items()})

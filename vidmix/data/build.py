@@ -22,6 +22,7 @@ import sys
 
 from vidmix.data.annotations import KINDS
 from vidmix.data.tfds_builder import build_dataset
+from vidmix.errors import UserError
 
 
 def _value(text: str):
@@ -68,10 +69,14 @@ def main(argv=None) -> int:
         single = len(args.annotations) == 1 and "=" not in args.annotations[0]
         options["annotations"] = (args.annotations[0] if single
                                   else _pairs(args.annotations, "--annotations"))
-    report = build_dataset(args.kind, None if args.source == "-" else args.source,
-                           args.data_dir, short_side=args.short_side, fps=args.fps,
-                           quality=args.quality, num_workers=args.workers,
-                           overwrite=args.overwrite, beam_options=args.beam, **options)
+    try:
+        report = build_dataset(args.kind, None if args.source == "-" else args.source,
+                               args.data_dir, short_side=args.short_side, fps=args.fps,
+                               quality=args.quality, num_workers=args.workers,
+                               overwrite=args.overwrite, beam_options=args.beam, **options)
+    except UserError as e:  # e.g. a split none of whose videos could be read
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(report)
     return 0 if report.num_examples else 1
 

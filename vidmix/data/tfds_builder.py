@@ -34,6 +34,7 @@ from tensorflow_datasets.core import writer as tfds_writer
 
 from vidmix.data.annotations import KINDS, Plan
 from vidmix.data.to_example import PIXEL_SUMS, make_example, pixel_stats
+from vidmix.errors import UserError
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "build_report.json"
@@ -66,6 +67,17 @@ class BuildReport:
             lines.append(f"skipped {len(self.skipped)}:")
             lines += [f"  {path}: {reason}" for path, reason in self.skipped]
         return "\n".join(lines)
+
+
+class NoVideosError(UserError, ValueError):
+    """Every video of a split failed: there is nothing to build it from."""
+
+    def __init__(self, split: str, skipped: list[tuple[str, str]]):
+        lines = [f"  {path}: {reason}" for path, reason in skipped[:20]]
+        if len(skipped) > 20:
+            lines.append(f"  ... and {len(skipped) - 20} more")
+        super().__init__(f"no video of split {split!r} could be used; all {len(skipped)} were "
+                         "skipped:\n" + "\n".join(lines))
 
 
 class VidmixVideos(tfds.core.GeneratorBasedBuilder):
@@ -120,15 +132,19 @@ class VidmixVideos(tfds.core.GeneratorBasedBuilder):
         results = (map(fn, entries) if self._num_workers <= 1
                    else _pool_map(fn, entries, self._num_workers))
         counts = self.frame_counts.setdefault(split, collections.Counter())
+        skipped = []
         for entry, example, reason in results:
             if example is None:
-                self.skipped.append((entry.path or entry.key, reason))
+                skipped.append((entry.path or entry.key, reason))
+                self.skipped.append(skipped[-1])
                 log.warning("skipped %s: %s", entry.path or entry.key, reason)
             else:
                 counts[int(example["num_frames"])] += 1
                 sums = example.pop(PIXEL_SUMS)
                 self.pixel_sums[split] = self.pixel_sums.get(split, 0) + sums
                 yield entry.key, example
+        if not counts:  # before TFDS fails the split with no word of why
+            raise NoVideosError(split, skipped)
 
 
 def _pool_map(fn, items, num_workers):
@@ -259,7 +275,14 @@ def _build_with_beam(builder: VidmixVideos, beam_options, side_dir: str):
         side.rmtree()
     config = tfds.download.DownloadConfig(
         beam_options=beam_build.pipeline_options(beam_options))
-    builder.download_and_prepare(download_config=config)
+    try:
+        builder.download_and_prepare(download_config=config)
+    except Exception:
+        for split, entries in builder.plan.splits.items():  # a split with no usable video
+            skipped = beam_build.read_skipped(side_dir, split, entries)
+            if entries and len(skipped) == len(entries):
+                raise NoVideosError(split, skipped) from None
+        raise
     skipped, counts, sums = beam_build.read_side_outputs(side_dir, builder.plan.splits)
     side.rmtree()
     return builder.skipped + skipped, counts, sums
