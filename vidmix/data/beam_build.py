@@ -46,10 +46,6 @@ def pipeline_options(options) -> PipelineOptions:
     return PipelineOptions(list(options))
 
 
-def _decode(entry: Entry, options: dict):
-    return make_example(entry, **options)
-
-
 def _record_skipped(result, directory: str) -> None:
     """Writes a skipped file's (path or key, reason) to `directory`, under a name made from the
     path, so a retried bundle writes the same file again."""
@@ -57,7 +53,7 @@ def _record_skipped(result, directory: str) -> None:
     if example is None:
         SKIPPED.inc()
         name = entry.path or entry.key
-        logging.getLogger(__name__).warning("skipped %s: %s", name, reason)
+        log.warning("skipped %s: %s", name, reason)
         digest = hashlib.sha1(name.encode()).hexdigest()
         (epath.Path(directory) / f"{digest}.json").write_text(json.dumps([name, reason]))
 
@@ -114,7 +110,7 @@ class SplitExamples(beam.PTransform):
         results = (root
                    | "Entries" >> beam.Create(self.entries)
                    | "Reshuffle" >> beam.Reshuffle()  # spread the decoding over the workers
-                   | "Decode" >> beam.Map(_decode, self.options))
+                   | "Decode" >> beam.Map(make_example, **self.options))
         skipped_dir = self.side / f"{self.split}-skipped"
         skipped_dir.mkdir(parents=True, exist_ok=True)
         _ = results | "Skipped" >> beam.Map(_record_skipped, str(skipped_dir))

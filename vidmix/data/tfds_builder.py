@@ -132,11 +132,10 @@ class VidmixVideos(tfds.core.GeneratorBasedBuilder):
         results = (map(fn, entries) if self._num_workers <= 1
                    else _pool_map(fn, entries, self._num_workers))
         counts = self.frame_counts.setdefault(split, collections.Counter())
-        skipped = []
+        first_skip = len(self.skipped)
         for entry, example, reason in results:
             if example is None:
-                skipped.append((entry.path or entry.key, reason))
-                self.skipped.append(skipped[-1])
+                self.skipped.append((entry.path or entry.key, reason))
                 log.warning("skipped %s: %s", entry.path or entry.key, reason)
             else:
                 counts[int(example["num_frames"])] += 1
@@ -144,7 +143,7 @@ class VidmixVideos(tfds.core.GeneratorBasedBuilder):
                 self.pixel_sums[split] = self.pixel_sums.get(split, 0) + sums
                 yield entry.key, example
         if not counts:  # before TFDS fails the split with no word of why
-            raise NoVideosError(split, skipped)
+            raise NoVideosError(split, self.skipped[first_skip:])
 
 
 def _pool_map(fn, items, num_workers):
