@@ -195,6 +195,51 @@ def test_cudnn_constraints_are_named(monkeypatch):
         layers.dot_product_attention(x(16, 264), x(16, 264), x(16, 264), implementation="cudnn")
 
 
+@pytest.mark.parametrize("lq,lk", [(197, 197), (7, 8), (8, 7)])
+def test_even_padding_changes_neither_output_nor_gradients(rng, lq, lk):
+    """cuDNN's backward takes only even lengths, so odd ones are padded and the pad masked out:
+    checked with the same padding through XLA, outputs and all three gradients."""
+    q, k, v = arrays(rng, (2, lq, 3, 16), (2, lk, 3, 16), (2, lk, 3, 16))
+    cot = jnp.asarray(rng.standard_normal((2, lq, 3, 16)).astype(np.float32))
+
+    def vjp(attend):
+        out, pullback = jax.vjp(attend, q, k, v)
+        return out, pullback(cot)
+
+    out, grads = vjp(lambda *a: layers.even_padded(*a, implementation="xla"))
+    ref, ref_grads = vjp(dense)
+    assert out.shape == ref.shape
+    assert rel_err(out, ref) < 1e-6
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert rel_err(g, r) < 1e-6
+
+
+def test_cudnn_gets_even_lengths(monkeypatch, rng):
+    """On a (pretended) NVIDIA GPU, a ViT's 197 tokens reach cuDNN padded to 198 with their
+    lengths; a bias keeps its own rule (cudnn_problem)."""
+    monkeypatch.setattr(layers, "_gpu_problem", lambda: None)
+    calls = []
+    real = jax.nn.dot_product_attention
+
+    def fake(q, k, v, *args, implementation=None, **kwargs):
+        calls.append((implementation, q.shape[1], k.shape[1], sorted(kwargs)))
+        return real(q, k, v, *args, implementation="xla", **kwargs)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", fake)
+    q, k, v = (a.astype(jnp.bfloat16) for a in arrays(rng, *[(2, 197, 2, 32)] * 3))
+    out = layers.dot_product_attention(q, k, v, implementation="cudnn")
+    assert calls == [("cudnn", 198, 198, ["key_value_seq_lengths", "query_seq_lengths"])]
+    assert out.shape == q.shape
+    assert rel_err(out.astype(jnp.float32), real(q, k, v).astype(jnp.float32)) < 1e-2
+    calls.clear()
+    layers.dot_product_attention(q[:, :196], k[:, :196], v[:, :196], implementation="auto")
+    assert calls == [("cudnn", 196, 196, [])]
+    calls.clear()
+    with layers.unchunked():  # counting FLOPs: XLA counts a cuDNN custom call as nothing
+        layers.dot_product_attention(q, k, v, implementation="cudnn")
+    assert calls == []
+
+
 def test_invalid_implementation_is_explained():
     q = jnp.zeros((1, 4, 8))
     with pytest.raises(ValueError, match=r"must be one of 'auto', 'xla', 'cudnn', got 'flash'"):

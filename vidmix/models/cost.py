@@ -32,8 +32,18 @@ def xla_flops(cfg: VideoViTConfig, fn: Callable | None = None, batch: int = 1) -
     video = jax.ShapeDtypeStruct((batch, cfg.num_frames, *cfg.image_hw, 3), jnp.float32)
     # XLA counts a loop body once: count long attention in its dense form, and every layer
     with unchunked(), unrolled():
-        lowered = jax.jit(lambda s, v: fn(nnx.merge(graphdef, s), v)).lower(state, video)
-    return float(lowered.cost_analysis()["flops"])
+        return lowered_flops(jax.jit(lambda s, v: fn(nnx.merge(graphdef, s), v)), state, video)
+
+
+def lowered_flops(jitted, *args) -> float:
+    """XLA's FLOP count of `jitted(*args)`, lowered for the CPU whatever the backend (the count of
+    a computation does not depend on where it would run). Trace inside `unchunked()` (and
+    `unrolled()`) so that attention is dense XLA and every layer is counted."""
+    cost = jitted.trace(*args).lower(lowering_platforms=("cpu",)).cost_analysis()
+    if cost is None:  # jax 0.11 has none before compiling, and a compiled count is not this one
+        raise RuntimeError(f"jax {jax.__version__} gives no cost analysis of a lowered module: "
+                           "count FLOPs with the jax in requirements.txt")
+    return float(cost["flops"])
 
 
 def gmacs_per_view(cfg: VideoViTConfig, fn: Callable | None = None) -> float:
