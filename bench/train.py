@@ -8,7 +8,12 @@ GPU (an accelerator image with jax, flax and optax; no data stack, no torch need
 JAX take more than its default 75% of the GPU's memory for the longest-clip search:
 
     XLA_PYTHON_CLIENT_MEM_FRACTION=.95 python bench/train.py --gpu --out DIR \
-        [--sections throughput longest]
+        [--sections throughput longest agreement]
+
+and, against transformers' TimeSformer on the same GPU (torch allocates beside JAX, so JAX must
+not take the memory up front):
+
+    XLA_PYTHON_CLIENT_PREALLOCATE=false python bench/train.py --gpu --sections peers --out DIR
 
 `--tiny` runs the same code at toy sizes (the smoke test, or a dry run on a CPU). `--out DIR`
 writes every table to DIR/train_{cpu,gpu}.json as well. (bench/scan.py has the memory per remat
@@ -18,9 +23,10 @@ A train step is forward, backward and an SGD (momentum 0.9) update, jitted, drop
 depth off on both sides; the PyTorch peer is `TimesformerForVideoClassification` built from a
 `TimesformerConfig` of the same size. Timings interleave the frameworks: each round times a few
 steps of every model in turn, and ratios are taken within a round (median over rounds, min-max),
-so a machine that slows down for a while slows both sides of a ratio alike. FLOPs are XLA's count
-of the whole step (layers unrolled, attention dense); MFU = FLOPs / step time / peak, the peak
-measured with a large matmul in the same run (and the device's nominal one where known).
+so a machine that slows down for a while slows both sides of a ratio alike. FLOPs are those of
+the step's matrix products and convolutions, read off its jaxpr (attention dense; within 2% of
+XLA's count of everything); MFU = FLOPs / step time / peak, the peak measured with a large matmul
+in the same run (and the device's nominal one where known).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import math
 import os
 import resource
 import statistics
@@ -39,6 +46,7 @@ from collections.abc import Callable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
+import jax.extend  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
@@ -46,7 +54,7 @@ from flax import nnx  # noqa: E402
 from vidmix.models import create_model  # noqa: E402
 from vidmix.models.config import VIT_SIZES  # noqa: E402
 from vidmix.models.layers import unchunked  # noqa: E402
-from vidmix.models.stack import REMAT_POLICIES, unrolled  # noqa: E402
+from vidmix.models.stack import REMAT_POLICIES  # noqa: E402
 from vidmix.training.steps import make_train_step, split_model  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -171,11 +179,39 @@ def compile_step(preset: str, setup: Setup, **overrides):
 
 
 def step_flops(preset: str, setup: Setup) -> float:
-    """XLA's FLOP count of the train step: layers unrolled and attention dense (XLA counts a loop
-    body once), XLA attention (a fused kernel's custom call counts nothing)."""
+    """FLOPs of the train step's matrix products and convolutions (`matmul_flops`), attention in
+    its dense XLA form (a fused kernel's FLOPs are those of the dense products it replaces)."""
     step, state, batch, rest = inputs(setup.model(preset, attention_impl="xla"), setup)
-    with unrolled(), unchunked():
-        return step.lower(state, batch, rest).cost_analysis()["flops"]
+    with unchunked():
+        return matmul_flops(step, state, batch, rest)
+
+
+def matmul_flops(fn: Callable, *args) -> float:
+    """2 x the multiply-adds of every matrix product and convolution in `fn(*args)`'s jaxpr, a
+    loop's body times its length: the FLOPs MFU counts (elementwise work left out). Read off the
+    jaxpr, it is the same on every backend and jax version (jax 0.11 no longer gives a cost
+    analysis of a lowered module, and a compiled module's count depends on what XLA fused)."""
+    return _jaxpr_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def _jaxpr_flops(jaxpr) -> float:
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        out = math.prod(eqn.outvars[0].aval.shape) if eqn.outvars else 0
+        if eqn.primitive.name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2 * out * math.prod(lhs[i] for i in contract)
+        elif eqn.primitive.name == "conv_general_dilated":  # per output: kernel size x inputs
+            rhs = eqn.invars[1].aval.shape
+            total += 2 * out * math.prod(rhs) / rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+        inner = [_jaxpr_flops(getattr(sub, "jaxpr", sub)) for value in eqn.params.values()
+                 for sub in (value if isinstance(value, tuple | list) else (value,))
+                 if isinstance(sub, jax.extend.core.Jaxpr | jax.extend.core.ClosedJaxpr)]
+        if inner:  # cond: the dearest branch; scan: the body times its length
+            count = max(inner) if eqn.primitive.name == "cond" else sum(inner)
+            total += count * eqn.params.get("length", 1)
+    return total
 
 
 class Runner:
@@ -194,8 +230,9 @@ def vidmix_runner(preset: str, setup: Setup, **overrides) -> Runner:
     return Runner(compiled, state, batch, rest)
 
 
-def torch_runner(attention_type: str, setup: Setup) -> Callable[[], None]:
-    """A train step of transformers' TimeSformer of the same size (bf16: autocast, fp32 weights)."""
+def torch_runner(attention_type: str, setup: Setup, device: str = "cpu") -> Callable[[], None]:
+    """A train step of transformers' TimeSformer of the same size (bf16: autocast, fp32 weights),
+    on the torch `device` ("cpu" or "cuda"; a CUDA step is waited for like a JAX one)."""
     import torch
     from transformers import TimesformerConfig, TimesformerForVideoClassification
 
@@ -206,18 +243,20 @@ def torch_runner(attention_type: str, setup: Setup) -> Callable[[], None]:
         num_attention_heads=setup.num_heads, intermediate_size=int(setup.width * setup.mlp_ratio),
         num_labels=setup.classes, attention_type=attention_type, hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0, drop_path_rate=0)
-    model = TimesformerForVideoClassification(config).train()
+    model = TimesformerForVideoClassification(config).train().to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    video = torch.randn(setup.batch, setup.frames, 3, setup.image, setup.image)
+    video = torch.randn(setup.batch, setup.frames, 3, setup.image, setup.image, device=device)
     bf16 = setup.dtype == "bfloat16"
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             logits = model(pixel_values=video).logits  # space_only: one row per frame
-        labels = torch.zeros(len(logits), dtype=torch.long)
+        labels = torch.zeros(len(logits), dtype=torch.long, device=device)
         torch.nn.functional.cross_entropy(logits.float(), labels).backward()
         opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     return step
 
@@ -255,14 +294,15 @@ def matmul_rate(dtype: str, n: int, repeats: int = 20) -> float:
 
 # -- CPU sections --------------------------------------------------------------------------------
 
-def peers(report: Report, setup: Setup, args) -> None:
-    """vidmix's schemes and transformers' TimeSformer, timed in turn in the same rounds."""
+def peers(report: Report, setup: Setup, args, *, device: str = "cpu", **overrides) -> None:
+    """vidmix's schemes and transformers' TimeSformer, timed in turn in the same rounds (torch on
+    `device`; `overrides` go to every vidmix model, e.g. its attention implementation)."""
     runs, pairs = {}, {}
     for name, (preset, attention_type) in SCHEMES.items():
-        runs[name] = vidmix_runner(preset, setup)
+        runs[name] = vidmix_runner(preset, setup, **overrides)
         peer = f"transformers {attention_type}"
         if peer not in runs:
-            runs[peer] = torch_runner(attention_type, setup)
+            runs[peer] = torch_runner(attention_type, setup, device)
         pairs[name] = peer
     seconds, faults = interleaved(runs, args.rounds, args.steps)
     ms = {k: 1e3 * statistics.median(v) for k, v in seconds.items()}
@@ -277,8 +317,9 @@ def peers(report: Report, setup: Setup, args) -> None:
         ["vidmix", "transformers peer", "vidmix ms/step", "PyTorch ms/step", "vidmix clips/s",
          "PyTorch clips/s", "vidmix speed / PyTorch: median (min-max)",
          "page faults/step vidmix / PyTorch"],
-        rows, note=f"{setup.describe()}; {args.rounds} rounds of {args.steps} steps, "
-                   f"torch {_torch_threads()} threads")
+        rows, note=f"{setup.describe()}; {args.rounds} rounds of {args.steps} steps; "
+                   f"vidmix {overrides or 'defaults'}; torch on {device}"
+                   + (f", {_torch_threads()} threads" if device == "cpu" else ""))
 
 
 def _torch_threads() -> int:
@@ -396,6 +437,43 @@ def gpu_row(preset: str, clip: Setup, impl: str, flops: float, args, *, peaks) -
             *(f"{rate / peak:.1%}" if peak else "n/a" for peak in peaks)]
 
 
+def agreement(report: Report, setup: Setup, args) -> None:
+    """cuDNN against XLA attention on the same weights and batch: the loss and the gradients of a
+    bf16 train batch, next to what bf16 itself moves them from float32 (the scale to read it by).
+    The loss is a fixed random projection of the backbone's features (a fresh classifier is zero,
+    so a cross-entropy would give the backbone no gradient at all)."""
+    def loss_and_grads(preset: str, dtype: str, impl: str):
+        model = setup.replace(dtype=dtype).model(preset, attention_impl=impl)  # seed 0: same
+        shape = (setup.batch, setup.frames, setup.image, setup.image, 3)
+        video = jax.random.normal(jax.random.key(1), shape, jnp.float32)
+
+        def loss(m):
+            features = m.features(video, train=True).astype(jnp.float32)
+            return jnp.mean(features * jax.random.normal(jax.random.key(2), features.shape))
+
+        value, grads = nnx.jit(nnx.value_and_grad(loss))(model)
+        return float(value), jax.tree.leaves(nnx.state(grads, nnx.Param))
+
+    def rel(a, b) -> float:  # relative difference of the whole gradient, one norm over leaves
+        num = sum(float(jnp.sum((x.astype(jnp.float32) - y.astype(jnp.float32)) ** 2))
+                  for x, y in zip(a, b, strict=True))
+        return (num / sum(float(jnp.sum(y.astype(jnp.float32) ** 2)) for y in b)) ** 0.5
+
+    rows = []
+    for name in ("xvit (mixing)", "timesformer divided", "timesformer joint"):
+        preset = SCHEMES[name][0]
+        loss_c, grads_c = loss_and_grads(preset, "bfloat16", "auto" if args.tiny else "cudnn")
+        loss_x, grads_x = loss_and_grads(preset, "bfloat16", "xla")
+        loss_f, grads_f = loss_and_grads(preset, "float32", "xla")
+        rows.append([name, loss_c, loss_x, loss_f, rel(grads_c, grads_x), rel(grads_x, grads_f)])
+        print(f"  {rows[-1]}", flush=True)
+    report.table("cuDNN vs XLA attention: loss and gradients of one batch",
+                 ["model", "loss cuDNN bf16", "loss XLA bf16", "loss XLA fp32",
+                  "grads cuDNN vs XLA (bf16)", "grads XLA bf16 vs fp32"],
+                 rows, note=f"{setup.describe()}; same weights and batch; relative difference "
+                            "of all gradients together, ||a - b|| / ||b||")
+
+
 def search_longest(fits: Callable[[int], bool], start: int, cap: int, *, resolution: int = 8,
                    deadline: float = float("inf")) -> tuple[int, int | None]:
     """(largest n found with fits(n), smallest n found failing or None) for a monotone `fits`:
@@ -452,14 +530,20 @@ def gpu_main(args) -> None:
         throughput(report, setup, args)
     if "longest" in args.sections:
         longest(report, setup, args)
+    if "agreement" in args.sections:
+        agreement(report, setup, args)
+    if "peers" in args.sections:  # torch allocates beside JAX: run with JAX's preallocation off
+        peers(report, setup, args, device="cpu" if args.tiny else "cuda",
+              **({} if args.tiny else {"attention_impl": "cudnn"}))
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--gpu", action="store_true", help="the accelerator benchmark (bf16)")
     p.add_argument("--tiny", action="store_true", help="toy sizes: smoke test / dry run")
-    p.add_argument("--sections", nargs="+", help="CPU: peers remat compile bf16 (default all); "
-                                                 "GPU: throughput longest (default both)")
+    p.add_argument("--sections", nargs="+",
+                   help="CPU: peers remat compile bf16 (default all); GPU: throughput longest "
+                        "(default), agreement peers")
     p.add_argument("--rounds", type=int, default=5, help="timing rounds (interleaved)")
     p.add_argument("--steps", type=int, default=2, help="steps per model per round")
     p.add_argument("--compile-repeats", type=int, default=2)
@@ -470,8 +554,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="time after which the longest-clip bisection stops")
     p.add_argument("--out", help="directory for the JSON results")
     args = p.parse_args(argv)
-    sections = (("throughput", "longest") if args.gpu else ("peers", "remat", "compile", "bf16"))
-    args.sections = args.sections or list(sections)
+    sections = (("throughput", "longest", "agreement", "peers") if args.gpu else
+                ("peers", "remat", "compile", "bf16"))
+    args.sections = args.sections or list(sections[:2] if args.gpu else sections)
     args.start_frames = args.start_frames or (2 if args.tiny else 256)
     args.max_frames = args.max_frames or (8 if args.tiny else 16384)
     unknown = set(args.sections) - set(sections)

@@ -11,7 +11,7 @@ import pytest
 from test_main import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from train import search_longest  # noqa: E402
+from train import TINY, matmul_flops, search_longest  # noqa: E402
 
 # what an accelerator image may lack: the GPU mode must not import any of them
 ABSENT = ("tensorflow_datasets", "grain", "av", "ml_collections", "torch", "transformers")
@@ -38,8 +38,9 @@ def bench(tmp_path, *args, absent=()) -> dict:
 
 @pytest.mark.slow
 def test_gpu_mode_runs_without_the_data_stack_or_torch(tmp_path):
-    data = bench(tmp_path, "--gpu", absent=ABSENT)
-    (name, throughput), (_, longest) = data["tables"].items()
+    data = bench(tmp_path, "--gpu", "--sections", "throughput", "longest", "agreement",
+                 absent=ABSENT)
+    (name, throughput), (_, longest), (_, agreement) = data["tables"].items()
     assert "MFU" in name
     rows = throughput["rows"]
     assert [r[2] for r in rows] == ["cudnn", "xla"] * 4  # XViT 8 and 16 frames, divided, joint
@@ -51,6 +52,9 @@ def test_gpu_mode_runs_without_the_data_stack_or_torch(tmp_path):
     # the longest-clip search ran the real steps up to the tiny cap (nothing runs out of memory)
     assert [r[:2] for r in longest["rows"]] == [[2, "trained"], [4, "trained"], [8, "trained"]]
     assert data["longest_frames"] == {"trained": 8, "failed": None}
+    # on the CPU "auto" is XLA: the same loss and gradients; bf16 moves them off float32
+    for row in agreement["rows"]:
+        assert row[1] == row[2] and row[4] == 0 and 0 < row[5] < 0.1
 
 
 @pytest.mark.slow
@@ -77,3 +81,31 @@ def test_longest_clip_search_doubles_then_bisects():
     assert good <= 1000 < bad and bad - good <= good // 8
     assert search_longest(lambda n: True, 64, 300) == (256, None)  # capped, nothing failed
     assert search_longest(lambda n: n <= 5, 64, 300, resolution=64) == (5, 6)  # fails at start
+
+
+def test_matmul_flops_agree_with_xla_and_count_scanned_layers():
+    """The GPU mode's FLOPs, read off the jaxpr (jax 0.11 gives no cost analysis of a lowered
+    module), against XLA's count of everything on this jax: within 2% (elementwise work is the
+    difference), and the same with the layers scanned, where XLA would count one layer."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from vidmix.models.cost import xla_flops
+    from vidmix.models.layers import unchunked
+    from vidmix.models.stack import unrolled
+
+    # ViT-B's width (at toy widths elementwise work is a larger share)
+    setup = TINY.replace(depth=2, width=768, num_heads=12, image=224, patch=16)
+    model = setup.model("xvit_b16", attention_impl="xla")
+    graphdef, state = nnx.split(model)
+    video = jnp.zeros((1, setup.frames, setup.image, setup.image, 3))
+    forward = lambda s, v: nnx.merge(graphdef, s)(v)
+    with unchunked():
+        scanned = matmul_flops(forward, state, video)
+        with unrolled():
+            flat = matmul_flops(forward, state, video)
+    reference = xla_flops(model.config)
+    assert scanned == flat
+    assert 0.98 * reference < scanned <= reference
+    assert isinstance(jax.make_jaxpr(forward)(state, video), jax.extend.core.ClosedJaxpr)
