@@ -25,6 +25,7 @@ def learn(family: str, task: str) -> dict:
     return learning.run(learning.parse(["--family", family, "--task", task, *BUDGET, *depth]))
 
 
+# TimeSformer passes with this seed (0) but not with every seed: docs/learning.md, "Still open"
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["xvit", "xvit_summary", "timesformer", "pst"])
 def test_models_that_order_frames_learn_the_arrow_of_time(family):
