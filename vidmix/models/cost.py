@@ -30,16 +30,12 @@ def xla_flops(cfg: VideoViTConfig, fn: Callable | None = None, batch: int = 1) -
     fn = fn or (lambda model, video: model(video))
     graphdef, state = nnx.split(abstract_model(cfg))
     video = jax.ShapeDtypeStruct((batch, cfg.num_frames, *cfg.image_hw, 3), jnp.float32)
-    # XLA counts a loop body once: count long attention in its dense form, and every layer
+    # XLA counts a loop body once: count long attention in its dense form, and every layer.
+    # Lowered for the CPU whatever the backend: the count does not depend on where it would run.
     with unchunked(), unrolled():
-        return lowered_flops(jax.jit(lambda s, v: fn(nnx.merge(graphdef, s), v)), state, video)
-
-
-def lowered_flops(jitted, *args) -> float:
-    """XLA's FLOP count of `jitted(*args)`, lowered for the CPU whatever the backend (the count of
-    a computation does not depend on where it would run). Trace inside `unchunked()` (and
-    `unrolled()`) so that attention is dense XLA and every layer is counted."""
-    cost = jitted.trace(*args).lower(lowering_platforms=("cpu",)).cost_analysis()
+        lowered = jax.jit(lambda s, v: fn(nnx.merge(graphdef, s), v)).trace(state, video).lower(
+            lowering_platforms=("cpu",))
+    cost = lowered.cost_analysis()
     if cost is None:  # jax 0.11 has none before compiling, and a compiled count is not this one
         raise RuntimeError(f"jax {jax.__version__} gives no cost analysis of a lowered module: "
                            "count FLOPs with the jax in requirements.txt")

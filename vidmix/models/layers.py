@@ -85,11 +85,10 @@ def softmax_weights(q: jax.Array, k: jax.Array, *, bias=None, mask=None) -> jax.
 #   that short sequences (per-frame ViT attention, windows, bands) run in one piece.
 # - "auto": "cudnn" where it can run (NVIDIA GPU, bf16/fp16, head dim <= 256 (128 before Hopper)
 #   and a multiple of 8, even lengths when there is a bias or mask), else "xla".
-# cuDNN's backward takes only even sequence lengths (jax 0.10-0.11, cuDNN 9.19, H100: a ViT's 197
-# tokens raise NotImplementedError when the step is differentiated, not when it is traced), so
-# odd lengths without a bias or mask are padded by one token and the pad masked out through
-# `query_seq_lengths`/`key_value_seq_lengths` (`even_padded`); measured on an H100, bf16, ViT-B
-# heads: forward+backward 2.1 ms padded to 198 against 6.7 ms for XLA at 197 (docs/benchmarks.md).
+# cuDNN's backward takes only even sequence lengths (jax 0.10-0.11, cuDNN 9.19: a ViT's 197 tokens
+# raise NotImplementedError once the step is differentiated), so without a bias or mask odd
+# lengths go through `even_padded` (H100: 2.1 ms forward+backward against XLA's 6.7 ms at 197,
+# docs/benchmarks.md).
 CHUNKED_MIN_KEYS = 1024
 DENSE_SCORES_BUDGET = 256 * 2**20  # bytes of float32 scores
 _UNCHUNKED = contextvars.ContextVar("vidmix_unchunked_attention", default=False)
