@@ -9,7 +9,9 @@ family compare with those of "none" (executed): XViT-B/16 (`--frames`), PST-T (`
 and VTN-B (ViT-B/16 per frame + 3 Longformer layers, `--vtn-frames`). Compile time: the XViT
 train step at each ViT size, and the PST train step with Swin-T's depths (2, 2, 6, 2) and Swin-B's
 (2, 2, 18, 2) (lower + compile, no execution), against the first. Nothing runs at full size: only
-XLA's analysis of the compiled program, so it works on a CPU.
+XLA's analysis of the compiled program, so it works on a CPU. The stacks run as a loop over the
+layers (`scan_unroll=1`, what makes remat save memory on a CPU and compile time flat in depth);
+`--scan-unroll auto` measures the default instead.
 """
 
 from __future__ import annotations
@@ -37,13 +39,14 @@ FAMILIES = {
                                          temporal_layers=3, temporal_heads=4,
                                          temporal_mlp_dim=128, attention_window=4)),
 }
+SCAN_UNROLL = {"scan_unroll": 1}  # main() sets it from --scan-unroll
 SWIN_DEPTHS = {"Swin-T depths": (2, 2, 6, 2), "Swin-B depths": (2, 2, 18, 2)}
 
 
 def train_step(preset, *, frames, image, batch, **overrides):
     """(lowered-and-compiled train step, seconds to compile, its inputs)."""
     model = create_model(preset, num_classes=400, num_frames=frames, image_size=image,
-                         head_dropout_rate=0.0, **overrides)
+                         head_dropout_rate=0.0, **{**SCAN_UNROLL, **overrides})
     graphdef, params, rest = split_model(model)
     tx = optax.sgd(0.01, momentum=0.9)
     state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
@@ -98,7 +101,8 @@ def remat_table(family: str, *, frames: int, image: int, batch: int) -> None:
 
 def encoder_mib(policy: str, length: int, batch: int) -> float:
     """Temp memory of the compiled gradient of VTN-B's Longformer encoder alone."""
-    model = nnx.eval_shape(lambda: create_model("vtn_vit_b16", remat=policy, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: create_model("vtn_vit_b16", remat=policy, rngs=nnx.Rngs(0),
+                                                **SCAN_UNROLL))
     graphdef, params, rest = split_model(model.temporal)
     x = jax.ShapeDtypeStruct((batch, length, model.config.width), jnp.float32)
     ids = jax.ShapeDtypeStruct((batch, length), jnp.int32)
@@ -146,8 +150,14 @@ def main():
     parser.add_argument("--vtn-frames", type=int, default=16)
     parser.add_argument("--encoder-length", type=int, default=4096,
                         help="tokens for VTN's Longformer encoder alone")
+    parser.add_argument("--scan-unroll", default="1",
+                        help="the models' scan_unroll: 1 (a loop, default), auto, true or N")
     args = parser.parse_args()
-    print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}")
+    value = args.scan_unroll.lower()
+    SCAN_UNROLL["scan_unroll"] = (value if value == "auto" else True if value == "true"
+                                  else int(value))
+    print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, "
+          f"scan_unroll={SCAN_UNROLL['scan_unroll']!r}")
     frames = {"vit": args.frames, "pst": args.pst_frames, "vtn": args.vtn_frames}
     shape = dict(image=args.image, batch=args.batch)
     for family in args.families:

@@ -352,7 +352,8 @@ def remat(report: Report, setup: Setup, args) -> None:
 
 
 def compile_time(report: Report, setups: dict[str, Setup], args) -> None:
-    """Lower + compile time of the XViT train step by depth (scanned blocks: flat in depth)."""
+    """Lower + compile time of the XViT train step by depth (flat with `scan_unroll=1`, a loop
+    over the layers; the default unrolls them, whose compile time grows with depth)."""
     seconds = {name: [] for name in setups}
     for _ in range(args.compile_repeats):  # interleaved; the minimum is the least disturbed
         for name, setup in setups.items():

@@ -19,21 +19,54 @@ RUNNER = """import runpy, sys
 for name in {absent!r}:
     sys.modules[name] = None  # 'import name' now raises ImportError
 sys.argv = {argv!r}
-runpy.run_path("bench/train.py", run_name="__main__")
+runpy.run_path({script!r}, run_name="__main__")
 """
 
 
-def bench(tmp_path, *args, absent=()) -> dict:
-    """Runs bench/train.py with `args` in a fresh interpreter; returns its JSON results."""
-    argv = ["bench/train.py", "--tiny", "--rounds", "1", "--steps", "1", "--out", str(tmp_path),
-            *args]
-    out = subprocess.run([sys.executable, "-c", RUNNER.format(absent=absent, argv=argv)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
+def bench(tmp_path, *args, absent=(), script="bench/train.py") -> dict:
+    """Runs `script` with `args` in a fresh interpreter; returns its JSON results."""
+    argv = [script, "--tiny", "--rounds", "1", "--steps", "1", "--out", str(tmp_path), *args]
+    out = subprocess.run(
+        [sys.executable, "-c", RUNNER.format(absent=absent, argv=argv, script=script)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    name = "train_gpu.json" if "--gpu" in args else "train_cpu.json"
+    name = ("gpu_profile.json" if "gpu_profile" in script else
+            "train_gpu.json" if "--gpu" in args else "train_cpu.json")
     with open(tmp_path / name) as f:
         return json.load(f)
+
+
+def test_gpu_profile_classes_kernels_by_name():
+    from gpu_profile import kernel_class
+
+    # kernel names from an H100 profile of the XViT-B/16 step (jax 0.11.2, cuDNN 9.19)
+    assert kernel_class("nvjet_sm90_tst_128x160_64x5_2x1_v_bz_NNT") == "matrix products"
+    assert kernel_class("sm80_xmma_fprop_implicit_gemm_indexed_bf16bf16_bf16f32_f32_nhwckrsc"
+                        ) == "matrix products"  # the patch embedding's convolution
+    assert kernel_class("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26"
+                        ) == "attention (cuDNN)"
+    assert kernel_class("void cudnn::fusion::convert_dq_to_16bits<true>(void const*, void*)"
+                        ) == "attention (cuDNN)"
+    assert kernel_class("memcpy128") == "copies and memsets"
+    assert kernel_class("input_add_reduce_fusion_1") == "reductions"
+    assert kernel_class("loop_convert_transpose_fusion") == "transposes"
+    assert kernel_class("loop_add_multiply_fusion") == "other fusions (elementwise)"
+
+
+@pytest.mark.slow
+def test_gpu_profile_runs_without_the_data_stack_or_torch(tmp_path):
+    """The GPU profile's dry run on a CPU: no GPU plane to read (it says so), and the variants
+    table times each variant against the default, with its memory and compile time."""
+    data = bench(tmp_path, "--variants", "default", "loop over layers (scan_unroll=1)",
+                 "remat full, unrolled", absent=ABSENT, script="bench/gpu_profile.py")
+    tables = data["tables"]
+    profiled = [t for name, t in tables.items() if name.startswith("GPU kernel time")]
+    assert len(profiled) == 2 and all("no GPU stream lines" in t["rows"][0][0] for t in profiled)
+    rows = tables["variants of the XViT-B/16 train step"]["rows"]
+    assert [r[0] for r in rows] == ["default", "loop over layers (scan_unroll=1)",
+                                    "remat full, unrolled"]
+    assert rows[0][3].startswith("1.00") and all(r[1] > 0 and r[4] > 0 for r in rows)
 
 
 @pytest.mark.slow

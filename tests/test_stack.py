@@ -70,9 +70,48 @@ def test_remat_option_names_a_policy():
         tiny(remat="some")
 
 
-def assert_remat_keeps_loss_and_gradients(make, policies=REMAT_POLICIES, image=16):
+def scan_unrolls(model, video) -> list[int]:
+    """The `unroll` of every scan in the jaxpr of the model's forward pass."""
+    graphdef, state = nnx.split(model)
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "scan":
+                found.append(eqn.params["unroll"])
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, tuple | list) else (value,):
+                    if isinstance(sub, jax.extend.core.ClosedJaxpr | jax.extend.core.Jaxpr):
+                        walk(getattr(sub, "jaxpr", sub))
+
+    walk(jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(video))(state).jaxpr)
+    return found
+
+
+@pytest.mark.parametrize("option,remat,backend,unroll", [
+    (1, "none", "cpu", 1), (2, "none", "cpu", 2), (5, "none", "cpu", 3), (True, "full", "cpu", 3),
+    ("auto", "none", "cpu", 3), ("auto", "full", "cpu", 1), ("auto", "full", "gpu", 3),
+    ("auto", "dots", "tpu", 3)])
+def test_scan_unroll_sets_how_the_loop_over_layers_is_compiled(option, remat, backend, unroll,
+                                                               monkeypatch):
+    """scan_unroll: layers per iteration of the compiled loop (at most all 3); "auto" unrolls
+    every layer except with remat on a CPU (where XLA would keep the activations anyway),
+    decided when the step is traced, for the backend it is traced for."""
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    model = tiny(scan_unroll=option, remat=remat)
+    assert scan_unrolls(model, jnp.zeros((1, 4, 16, 16, 3))) == [unroll]
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "yes", False, None])
+def test_scan_unroll_rejects_what_it_cannot_mean(value):
+    with pytest.raises(ValueError, match="scan_unroll must be 'auto', True or a positive"):
+        tiny(scan_unroll=value)
+
+
+def assert_remat_keeps_loss_and_gradients(make, policies=REMAT_POLICIES, image=16,
+                                          reference="none"):
     """One real train step (stochastic depth and dropout on, as `make(remat=...)` sets them) with
-    every policy gives the loss and updated parameters of "none"."""
+    every policy gives the loss and updated parameters of `reference` ("none")."""
     video = jax.random.normal(jax.random.key(1), (2, 4, image, image, 3))
     batch = {"video": video, "label": jnp.array([0, 2]), "mask": jnp.ones(2)}
 
@@ -84,7 +123,7 @@ def assert_remat_keeps_loss_and_gradients(make, policies=REMAT_POLICIES, image=1
         new, metrics = jax.jit(step)(state, batch, rest)
         return metrics["loss"], jax.tree.leaves(new["params"])
 
-    ref_value, ref = grads("none")
+    ref_value, ref = grads(reference)
     for policy in policies:
         value, g = grads(policy)
         assert value == pytest.approx(float(ref_value), rel=1e-6), policy
@@ -96,6 +135,21 @@ def assert_remat_keeps_loss_and_gradients(make, policies=REMAT_POLICIES, image=1
 def test_remat_policies_keep_loss_and_gradients(attention):
     assert_remat_keeps_loss_and_gradients(
         lambda **kw: tiny(attention=attention, drop_path_rate=0.3, **kw))
+
+
+@pytest.mark.parametrize("family", ["xvit", "pst", "vtn"])
+def test_unrolled_loops_keep_loss_and_gradients(family):
+    """A train step (stochastic depth and dropout on: the random streams run through the loop)
+    gives the same loss and parameters whatever the unroll, remat or not; PST's stages scan
+    pairs of blocks and run a tail block after the loop."""
+    make = {"xvit": lambda **kw: tiny(drop_path_rate=0.3, **kw),
+            "pst": lambda **kw: pst(dropout_rate=0.1, **kw),
+            "vtn": lambda **kw: vtn(dropout_rate=0.1, **kw)}[family]
+    image = make().config.image_size
+    for remat in ("none", "full"):
+        assert_remat_keeps_loss_and_gradients(
+            lambda remat, **kw: make(scan_unroll=remat[1], remat=remat[0], **kw),
+            [(remat, 2), (remat, True)], image, reference=(remat, 1))
 
 
 @pytest.mark.slow

@@ -79,7 +79,7 @@ class VideoViT(nnx.Module):
                   dropout_rate=cfg.dropout_rate, stochastic_depth=cfg.drop_path_rate > 0,
                   attention_impl=cfg.attention_impl, dtype=dtype, rngs=rngs)
             for i in range(cfg.depth)
-        ], remat=cfg.remat)
+        ], remat=cfg.remat, unroll=cfg.scan_unroll)
         self.norm = nnx.LayerNorm(d, epsilon=cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
 
     def embed(self, video: jax.Array) -> jax.Array:

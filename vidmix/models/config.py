@@ -48,6 +48,10 @@ class ModelConfig:
 
     # "auto" | "xla" | "cudnn": how every attention of the model runs (`layers.py`)
     attention_impl: str = "auto"
+    # How the compiled loop over each stack of layers runs (`stack.LayerStack.unrolled_steps`):
+    # "auto" (every layer unrolled, except with remat on a CPU), True (unrolled), or a number of
+    # layers per iteration (1: a loop, the fastest compile; on a CPU the least memory with remat)
+    scan_unroll: str | int | bool = "auto"
     # The input normalisation the weights were trained with, per RGB channel on [0, 1] pixels: a
     # uint8 video is normalised with these inside the model (`normalise`). Presets set their
     # release's values (VIT_PIXELS, KINETICS_PIXELS, IMAGENET_PIXELS).
@@ -71,9 +75,10 @@ class ModelConfig:
             object.__setattr__(self, name, numbers)
         if min(self.pixel_std) <= 0:
             raise ValueError(f"pixel_std must be positive, got {self.pixel_std}")
-        if hasattr(self, "remat"):
-            from vidmix.models.stack import remat_policy
+        from vidmix.models.stack import remat_policy, scan_unroll
 
+        scan_unroll(self.scan_unroll)
+        if hasattr(self, "remat"):
             object.__setattr__(self, "remat", remat_policy(self.remat))
         self.validate()
 

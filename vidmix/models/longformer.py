@@ -246,7 +246,8 @@ class LongformerEncoder(nnx.Module):
                  pad_position: int | None = None, num_global: int = 1,
                  dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
                  eps: float = 1e-12, position_std: float = 0.02, dtype=jnp.float32,
-                 remat: str = "none", implementation: str = "auto", rngs: nnx.Rngs):
+                 remat: str = "none", unroll="auto", implementation: str = "auto",
+                 rngs: nnx.Rngs):
         if attention_window < 2 or attention_window % 2:
             raise ValueError(f"attention_window must be a positive even number, got "
                              f"{attention_window}")
@@ -264,7 +265,7 @@ class LongformerEncoder(nnx.Module):
                             num_global=num_global, dropout_rate=dropout_rate,
                             attention_dropout_rate=attention_dropout_rate, eps=eps, dtype=dtype,
                             implementation=implementation, rngs=rngs)
-            for _ in range(num_layers)], remat=remat)
+            for _ in range(num_layers)], remat=remat, unroll=unroll)
 
     def check_inputs(self, x, position_ids, token_type_ids, valid) -> None:
         if x.ndim != 3 or x.shape[-1] != self.dim:

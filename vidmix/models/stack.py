@@ -54,6 +54,15 @@ def unrolled() -> contextlib.AbstractContextManager:
     return switched_on(_UNROLLED)
 
 
+def scan_unroll(value) -> str | int | bool:
+    """A stack's `unroll` option, checked: "auto", True (every layer), or a positive number of
+    layers per step of the compiled loop (1: a loop over the layers)."""
+    if value == "auto" or value is True or (isinstance(value, int) and not isinstance(value, bool)
+                                           and value >= 1):
+        return value
+    raise ValueError(f"scan_unroll must be 'auto', True or a positive integer, got {value!r}")
+
+
 def remat_policy(value) -> str:
     """A remat option as a policy name: True/False (older configs) mean "full"/"none"."""
     if value is True or value is False:
@@ -106,12 +115,14 @@ class LayerStack(nnx.Module):
     order, the values it sowed.
     """
 
-    def __init__(self, layers: list[nnx.Module], *, group: int = 1, remat="none"):
+    def __init__(self, layers: list[nnx.Module], *, group: int = 1, remat="none",
+                 unroll="auto"):
         if not layers:
             raise ValueError("a LayerStack needs at least one layer")
         if not isinstance(group, int) or group < 1:
             raise ValueError(f"a LayerStack's group must be a positive integer, got {group!r}")
         self.depth, self.group, self.remat = len(layers), group, remat_policy(remat)
+        self.unroll = scan_unroll(unroll)
         self.steps = len(layers) // group  # whole groups, scanned
         steps = [self._step_module(layers[i * group:(i + 1) * group]) for i in range(self.steps)]
         self.stacked = _stack(steps) if steps else nnx.data(None)
@@ -188,16 +199,36 @@ class LayerStack(nnx.Module):
                 y, sown = layer(carry, *args, **kwargs), None
             return y, (nnx.state(layer, nnx.Not(nnx.Param)), sown)
 
-        if self.remat != "none":
-            body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
         length = self.steps if stacked else 1
-        x, (rest, sown) = jax.lax.scan(body, x, (params, rest),
-                                       unroll=length if _UNROLLED.get() else 1)
+        unroll = self.unrolled_steps(length)
+        if self.remat != "none":  # in a loop, CSE cannot undo the recomputation (JAX's advice)
+            body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat],
+                                  prevent_cse=unroll > 1)
+        x, (rest, sown) = jax.lax.scan(body, x, (params, rest), unroll=unroll)
         if not stacked:
             rest = jax.tree.map(lambda a: a[0], rest)
         if kwargs.get("train", False):  # evaluation draws nothing: no state to write back
             nnx.update(module, rest)
         return x, sown
+
+    def unrolled_steps(self, length: int) -> int:
+        """How many of the scan's `length` steps each iteration of the compiled loop runs.
+
+        Unrolled, XLA compiles straight-line code and keeps no stacked per-layer buffers for the
+        loop to copy activations and gradients into and out of. On an H100 that made an
+        XViT-B/16 bf16 train step 1.49x faster with 41% less temporary memory (partial unrolls,
+        2 or 4 layers per iteration, gained nothing), and with remat it kept the same memory; on
+        a CPU it was 1.11x faster, but with remat XLA's CPU compiler then keeps the activations
+        the remat was to drop (XViT-B, remat "full": 3.2 GiB of temporaries instead of 0.9).
+        So "auto" unrolls every step except with remat on the CPU, for about twice the compile
+        time (docs/benchmarks.md, "The loop over the layers").
+        """
+        if _UNROLLED.get():
+            return length
+        unroll = self.unroll
+        if unroll == "auto":  # read at trace time: the backend the step is compiled for
+            unroll = self.remat == "none" or jax.default_backend() != "cpu"
+        return length if unroll is True else min(unroll, length)
 
     def _per_layer(self, sown, steps: int, size: int) -> list:
         """What each layer sowed, in order, from what `steps` scanned steps of `size` layers

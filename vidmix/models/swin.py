@@ -249,8 +249,8 @@ class SwinStage(nnx.Module):
     """
 
     def __init__(self, blocks: list[SwinBlock], downsample: PatchMerging | None, *,
-                 remat: str = "none"):
-        self.blocks = LayerStack(blocks, group=2, remat=remat)
+                 remat: str = "none", unroll="auto"):
+        self.blocks = LayerStack(blocks, group=2, remat=remat, unroll=unroll)
         self.downsample = downsample if downsample is not None else nnx.data(None)
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -311,7 +311,7 @@ class SwinBackbone(nnx.Module):
             last = i == len(cfg.depths) - 1
             merge = None if last else PatchMerging(dim, eps=cfg.layer_norm_eps, dtype=dtype,
                                                    rngs=rngs)
-            stages.append(SwinStage(blocks, merge, remat=cfg.remat))
+            stages.append(SwinStage(blocks, merge, remat=cfg.remat, unroll=cfg.scan_unroll))
         self.layers = nnx.List(stages)
         self.norm = nnx.LayerNorm(cfg.num_features, epsilon=cfg.layer_norm_eps, dtype=dtype,
                                   rngs=rngs)

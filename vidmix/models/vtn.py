@@ -145,7 +145,7 @@ class VTN(nnx.Module):
             num_global=1, dropout_rate=cfg.temporal_dropout_rate,
             attention_dropout_rate=cfg.temporal_attention_dropout_rate,
             eps=cfg.temporal_layer_norm_eps, position_std=cfg.temporal_position_std,
-            dtype=dtype, remat=cfg.remat,
+            dtype=dtype, remat=cfg.remat, unroll=cfg.scan_unroll,
             implementation=cfg.attention_impl, rngs=rngs)
         self.head = VTNHead(cfg, rngs=rngs)
 
