@@ -12,12 +12,12 @@ Trained from scratch, every model here normalises with the dataset's own pixel s
 (`data.pixel_stats="dataset"`): with the presets' (their pretraining data's) the dark synthetic
 frames all look alike to a fresh model, which then sits at chance (docs/learning.md).
 
-The other families train on the same data and budget: `:timesformer` (divided space-time
-attention, its temporal embedding started at the patch embeddings' scale; twice the steps, as its
-loss stays at ln 2 for 120-270 steps depending on the seed), `:pst` (a tiny Swin
-with temporal patch shift and channel shift) and `:vtn` (a tiny per-frame ViT with a Longformer
-temporal encoder over the frames' CLS features). PST and TimeSformer learn the task; VTN has not yet left chance (its fresh model sees almost no frame order:
-docs/learning.md).
+The other families train on the same data: `:timesformer` (divided space-time attention, its
+temporal embedding started at the patch embeddings' scale; twice the steps, as its loss stays at
+ln 2 for 120-270 steps depending on the seed), `:pst` (a tiny Swin with temporal patch shift and
+channel shift) and `:vtn` (a tiny per-frame ViT with a Longformer temporal encoder over the
+frames' CLS features). PST and TimeSformer learn the task; VTN has not yet left chance (its fresh
+model sees almost no frame order: docs/learning.md).
 """
 
 from vidmix.training.base_config import base_config
