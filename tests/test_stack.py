@@ -146,10 +146,10 @@ def test_unrolled_loops_keep_loss_and_gradients(family):
             "pst": lambda **kw: pst(dropout_rate=0.1, **kw),
             "vtn": lambda **kw: vtn(dropout_rate=0.1, **kw)}[family]
     image = make().config.image_size
-    for remat in ("none", "full"):
+    for policy in ("none", "full"):  # the helper passes each (policy, unroll) pair as `remat`
         assert_remat_keeps_loss_and_gradients(
-            lambda remat, **kw: make(scan_unroll=remat[1], remat=remat[0], **kw),
-            [(remat, 2), (remat, True)], image, reference=(remat, 1))
+            lambda remat, **kw: make(remat=remat[0], scan_unroll=remat[1], **kw),
+            [(policy, 2), (policy, True)], image, reference=(policy, 1))
 
 
 @pytest.mark.slow

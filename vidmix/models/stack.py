@@ -201,7 +201,9 @@ class LayerStack(nnx.Module):
 
         length = self.steps if stacked else 1
         unroll = self.unrolled_steps(length)
-        if self.remat != "none":  # in a loop, CSE cannot undo the recomputation (JAX's advice)
+        # prevent_cse=False is safe only in a loop (JAX's docs): unrolled, XLA's CSE could merge
+        # the recomputation back into the forward pass and keep the activations after all
+        if self.remat != "none":
             body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat],
                                   prevent_cse=unroll > 1)
         x, (rest, sown) = jax.lax.scan(body, x, (params, rest), unroll=unroll)
@@ -221,7 +223,7 @@ class LayerStack(nnx.Module):
         a CPU it was 1.11x faster, but with remat XLA's CPU compiler then keeps the activations
         the remat was to drop (XViT-B, remat "full": 3.2 GiB of temporaries instead of 0.9).
         So "auto" unrolls every step except with remat on the CPU, for about twice the compile
-        time (docs/benchmarks.md, "The loop over the layers").
+        time (docs/benchmarks.md, GPU section, "Where the step's time goes").
         """
         if _UNROLLED.get():
             return length
