@@ -51,16 +51,25 @@ FAMILIES = {
     "timesformer": ("timesformer_b16", dict(SMALL, temporal_embed_std=1.0, **OFF)),
     "pst": ("pst_tiny", dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=4,
                              drop_path_rate=0.0, head_dropout_rate=0.0)),
+    # from scratch, VTN's spatial and temporal positions start at the patch embeddings' scale (the
+    # releases' 0.02 leave its frame features blind to where the digit is) and it trains at a
+    # third of the others' learning rate (`LEARNING_RATES`; docs/learning.md)
     "vtn": ("vtn_vit_b16", dict(SMALL, temporal_layers=1, temporal_heads=4, temporal_mlp_dim=256,
                                 attention_window=4, frame_chunk=64, temporal_dropout_rate=0.0,
-                                temporal_attention_dropout_rate=0.0, **OFF)),
+                                temporal_attention_dropout_rate=0.0, pos_embed_std=1.0,
+                                temporal_position_std=1.0, **OFF)),
     "per_frame": ("vit_b16", dict(SMALL, **OFF)),
 }
+# each family's peak learning rate where it is not 1e-3 (--lr overrides)
+LEARNING_RATES = {"vtn": 3e-4}
 
 
-def make_videos(task: str, n: int, seed: int, frames: int = 16, size: int = 32):
-    labels = np.arange(n) % 2
-    videos = np.stack([make_video(task, int(y), seed * 100_003 + i, num_frames=frames, size=size)
+def make_videos(task: str, n: int, seed: int, frames: int = 16, size: int = 32,
+                glyph_size=(0.35, 0.5), first: int = 0):
+    """Videos `first`..`first + n - 1` of the stream `seed`, alternating labels 0, 1."""
+    labels = (first + np.arange(n)) % 2
+    videos = np.stack([make_video(task, int(y), seed * 100_003 + first + i, num_frames=frames,
+                                  size=size, glyph_size=tuple(glyph_size))
                        for i, y in enumerate(labels)])
     return videos, labels
 
@@ -143,8 +152,9 @@ def order_signal(args, num_videos: int = 64) -> float:
 
 
 def run(args) -> dict:
-    train_v, train_y = make_videos(args.task, args.num_train, seed=1, size=args.size)
-    val_v, val_y = make_videos(args.task, 256, seed=2, size=args.size)
+    train_v, train_y = make_videos(args.task, args.num_train, seed=1, size=args.size,
+                                   glyph_size=args.glyph_size)
+    val_v, val_y = make_videos(args.task, 256, seed=2, size=args.size, glyph_size=args.glyph_size)
     # --pixels dataset: the training videos' own statistics
     overrides, model = experiment(args, train_v if args.pixels == "dataset" else None)
     graphdef, params, rest = split_model(model)
@@ -159,9 +169,15 @@ def run(args) -> dict:
     rng = np.random.default_rng(args.seed)
     losses, start = [], time.perf_counter()
     for i in range(args.steps):
-        pick = rng.integers(0, len(train_v), args.batch)
-        batch = {"video": clips(train_v[pick], rng, args.frames, args.stride),
-                 "label": train_y[pick],
+        if args.fresh:  # every batch new videos (stream 3): nothing to memorise
+            videos, labels = make_videos(args.task, args.batch, seed=3 + args.seed * 10,
+                                         size=args.size, glyph_size=args.glyph_size,
+                                         first=i * args.batch)
+        else:
+            pick = rng.integers(0, len(train_v), args.batch)
+            videos, labels = train_v[pick], train_y[pick]
+        batch = {"video": clips(videos, rng, args.frames, args.stride),
+                 "label": labels,
                  "mask": np.ones(args.batch, np.float32)}
         state, metrics = step(state, batch, rest)
         losses.append(float(metrics["loss"]))
@@ -179,6 +195,7 @@ def run(args) -> dict:
                 classifier_init=args.classifier_init,
                 temporal_fc_init=args.temporal_fc_init,
                 seed=args.seed, init_seed=init_seed(args), task=args.task, steps=args.steps,
+                fresh=args.fresh, glyph_size=list(args.glyph_size),
                 lr=args.lr, warmup=args.warmup,
                 plateau_steps=plateau, eval_accuracy=accuracy, seconds=round(seconds, 1),
                 losses=[round(v, 4) for v in losses])
@@ -198,11 +215,17 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--set", nargs="*", default=[], help="config overrides key=value")
     parser.add_argument("--task", default="direction", choices=sorted(TASKS))
     parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float,
+                        help="peak learning rate (default: the family's, LEARNING_RATES, or 1e-3)")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--num-train", type=int, default=1024)
+    parser.add_argument("--num-train", type=int, default=1024,
+                        help="training videos (with --fresh: only for the pixel statistics)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="new videos in every batch instead of --num-train reused ones")
+    parser.add_argument("--glyph-size", type=float, nargs=2, default=(0.35, 0.5),
+                        help="the digits' font size range, fractions of the frame")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the batches, dropout and (without --init-seed) the init")
     parser.add_argument("--init-seed", type=int, help="seeds the model's init alone")
@@ -216,7 +239,10 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--order-signal", action="store_true",
                         help="print the fresh model's order signal (no training) and exit")
     parser.add_argument("--quiet", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.lr is None:
+        args.lr = LEARNING_RATES.get(args.family, 1e-3)
+    return args
 
 
 def plot(paths: list[str], out: str) -> None:

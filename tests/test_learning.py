@@ -1,10 +1,17 @@
-"""Learning time from scratch (docs/learning.md): on the synthetic `direction` task, where each
-class is the other played backwards, models that put frames in order (XViT with either head,
-TimeSformer with its temporal embedding started at the patch embeddings' scale, PST) learn it in
-one small fixed budget, and the per-frame baseline (space attention, per-frame scores averaged) stays
-at chance.
-Runs bench/learning.py's loop (the public API, uint8 clips normalised with the training videos'
-pixel statistics) at one small scale for every model here."""
+"""Learning time from scratch (docs/learning.md). On the synthetic tasks each class is the other
+played backwards, so only a model that puts frames in order can beat chance. The models that do
+(XViT with either head, TimeSformer with its temporal embedding started at the patch embeddings'
+scale, PST) learn `direction`, and XViT's summary head and TimeSformer also `speed`, in one small
+fixed budget; the per-frame baseline (space attention, per-frame scores averaged) stays at chance
+on every task.
+
+Runs bench/learning.py's loop: the public API, uint8 clips normalised with the training videos'
+pixel statistics, and new videos in every batch (`--fresh`: with a fixed set of videos a model
+can memorise them instead of learning time, and the baseline's training loss then falls too).
+
+Not covered, because they are not met yet (docs/learning.md, "Still open"): VTN learns
+`direction` only in twice this budget, XViT's paper head and PST need more steps on `speed`, and
+only PST learns `rotation` (with large digits)."""
 
 import os
 import sys
@@ -15,9 +22,9 @@ from test_main import ROOT
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import learning  # noqa: E402
 
-# the same budget for every family: 200 AdamW steps of batch 32, 20 of them warm-up, at depth 2
-# (PST: its two stages of two blocks, `learning.FAMILIES`)
-BUDGET = ["--steps", "200", "--warmup", "20", "--quiet"]
+# the same budget for every family: 200 AdamW steps of batch 32 (fresh videos), 20 of them
+# warm-up, at depth 2 (PST: its two stages of two blocks, `learning.FAMILIES`)
+BUDGET = ["--steps", "200", "--warmup", "20", "--fresh", "--quiet"]
 
 
 def learn(family: str, task: str) -> dict:
@@ -25,19 +32,24 @@ def learn(family: str, task: str) -> dict:
     return learning.run(learning.parse(["--family", family, "--task", task, *BUDGET, *depth]))
 
 
-# TimeSformer passes with this seed (0, plateau 145), not with every seed: its plateau lasts
-# 115-250 steps depending on the seed, and a late one runs out of this budget's cosine-decayed
-# learning rate (with 400 steps every seed tried learns: docs/learning.md, "TimeSformer's long
-# plateau"). A budget of 400 steps for every family would double this test's time.
+# (family, task) pairs learned in this budget. Measured and left out (docs/learning.md): XViT
+# with the paper's head on `speed` (93.4%, its loss leaves ln 2 at step 58 but 200 steps are not
+# enough to reach 95%), PST on `speed` (plateau 205 of 400 steps), VTN (twice the budget for
+# `direction`), every ViT family on `rotation`.
+LEARNED = [("xvit", "direction"), ("xvit_summary", "direction"), ("timesformer", "direction"),
+           ("pst", "direction"), ("xvit_summary", "speed"), ("timesformer", "speed")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["xvit", "xvit_summary", "timesformer", "pst"])
-def test_models_that_order_frames_learn_the_arrow_of_time(family):
-    result = learn(family, "direction")
+@pytest.mark.parametrize("family,task", LEARNED)
+def test_models_that_order_frames_learn_the_arrow_of_time(family, task):
+    result = learn(family, task)
     assert result["eval_accuracy"] >= 0.95, result["eval_accuracy"]
-    assert result["plateau_steps"] is not None and result["plateau_steps"] <= 160
+    assert result["plateau_steps"] is not None and result["plateau_steps"] <= 180
 
 
 @pytest.mark.slow
-def test_the_per_frame_baseline_stays_at_chance():
-    result = learn("per_frame", "direction")
+@pytest.mark.parametrize("task", ["direction", "speed", "rotation"])
+def test_the_per_frame_baseline_stays_at_chance(task):
+    result = learn("per_frame", task)
     assert 0.4 <= result["eval_accuracy"] <= 0.6, result["eval_accuracy"]

@@ -177,10 +177,22 @@ def test_unknown_option_is_named():
     (dict(dtype="int8"), "dtype"),
     (dict(pixel_mean=(0.5, 0.5)), r"pixel_mean must be 3 numbers \(R, G, B\)"),
     (dict(pixel_std=(0.5, 0.0, 0.5)), "pixel_std must be positive"),
+    (dict(pos_embed_std=-1.0), "pos_embed_std must be a number >= 0"),
+    (dict(temporal_embed_std="1"), "temporal_embed_std must be a number >= 0"),
 ])
 def test_bad_options_are_explained(kw, message):
     with pytest.raises(ValueError, match=message):
         tiny(**kw)
+
+
+@pytest.mark.parametrize("name", ["xvit_b16", "vtn_vit_b16"])
+def test_pos_embed_std_scales_the_fresh_position_embeddings(name):
+    """pos_embed_std sets the std of a fresh model's spatial positions (VTN's per-frame ViT too):
+    the same draw as the default 0.02, scaled, so the default keeps its values bit for bit."""
+    default = np.asarray(tiny(name).backbone.pos_embed[...])
+    wide = np.asarray(tiny(name, pos_embed_std=1.0).backbone.pos_embed[...])
+    assert 0.015 < default.std() < 0.025 and 0.75 < wide.std() < 1.25
+    np.testing.assert_allclose(wide, default / 0.02, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 32, 32, 3), (2, 4, 48, 48, 3), (2, 4, 32, 32, 1),

@@ -38,16 +38,17 @@ def _glyph(digit: int, size: int, color) -> Image.Image:
 
 
 def make_video(task: str, label: int, seed: int, *, num_frames: int = 16,
-               size: int = 64) -> np.ndarray:
+               size: int = 64, glyph_size: tuple[float, float] = (0.35, 0.5)) -> np.ndarray:
     """One video, uint8 (num_frames, size, size, 3). Deterministic in (task, seed); `label` 1 gives
-    exactly the frames of label 0 in reverse order."""
+    exactly the frames of label 0 in reverse order. The digit's font size is drawn uniformly from
+    `glyph_size` (fractions of the frame)."""
     if task not in TASKS:
         raise ValueError(f"unknown synthetic task {task!r}; choose from {sorted(TASKS)}")
     if label not in (0, 1):
         raise ValueError(f"label must be 0 or 1 for task {task!r}, got {label}")
     rng = np.random.default_rng(seed)
     color = rng.integers(128, 256, size=3)
-    glyph = _glyph(int(rng.integers(10)), int(size * rng.uniform(0.35, 0.5)), color)
+    glyph = _glyph(int(rng.integers(10)), int(size * rng.uniform(*glyph_size)), color)
     side = glyph.width
     background = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
     free = size - side  # room for the glyph's top-left corner

@@ -62,7 +62,7 @@ class VideoViT(nnx.Module):
         self.patch_embed = nnx.Conv(3, d, kernel_size=kernel, strides=kernel, padding="VALID",
                                     dtype=dtype, rngs=rngs)
         self.cls_token = nnx.Param(jnp.zeros((d,)))
-        pos = 0.02 * jax.random.normal(rngs.params(), (cfg.num_patches + 1, d))
+        pos = cfg.pos_embed_std * jax.random.normal(rngs.params(), (cfg.num_patches + 1, d))
         self.pos_embed = nnx.Param(pos)
         self.temporal_embed = nnx.data(None)
         if cfg.embed_slots:  # zeros (the releases'), or drawn when training from scratch

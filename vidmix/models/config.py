@@ -145,6 +145,10 @@ class ViTFields(ModelConfig):
     remat: str = "none"
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly from 0 to this over the blocks
     dropout_rate: float = 0.0  # dropout on the attention and MLP outputs of the backbone
+    # std of the fresh position embeddings (the JAX ViT's and the releases' 0.02; loaded weights
+    # replace them). From scratch the patch embeddings have a std near 1, so positions at 0.02
+    # barely reach the attention (docs/learning.md)
+    pos_embed_std: float = 0.02
 
     def vit_fields(self) -> dict:
         """{name: value} of the ViT backbone fields (and `attention_impl`)."""
@@ -231,6 +235,8 @@ class VideoViTConfig(ViTFields):
                              f"{self.tubelet_size}")
         if self.embed_slots < 0:
             raise ValueError(f"temporal_embed_slots must be >= 0, got {self.temporal_embed_slots}")
+        if not (isinstance(self.pos_embed_std, (int, float)) and self.pos_embed_std >= 0):
+            raise ValueError(f"pos_embed_std must be a number >= 0, got {self.pos_embed_std!r}")
         if not (isinstance(self.temporal_embed_std, (int, float)) and self.temporal_embed_std >= 0):
             raise ValueError(f"temporal_embed_std must be a number >= 0, got "
                              f"{self.temporal_embed_std!r}")
