@@ -169,7 +169,7 @@ def run(args) -> dict:
     rng = np.random.default_rng(args.seed)
     losses, start = [], time.perf_counter()
     for i in range(args.steps):
-        if args.fresh:  # every batch new videos (stream 3): nothing to memorise
+        if args.fresh:  # every batch new videos, a stream of their own: nothing to memorise
             videos, labels = make_videos(args.task, args.batch, seed=3 + args.seed * 10,
                                          size=args.size, glyph_size=args.glyph_size,
                                          first=i * args.batch)

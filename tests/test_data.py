@@ -469,6 +469,14 @@ def test_synthetic_classes_are_time_reversals(task):
     with pytest.raises(ValueError, match="unknown synthetic task"):
         make_video("spin", 0, 0)
 
+    big = make_video(task, 0, seed=11, num_frames=8, size=48, glyph_size=(0.7, 0.7))
+    small = make_video(task, 0, seed=11, num_frames=8, size=48, glyph_size=(0.2, 0.2))
+    assert (big.max(-1) > 100).sum() > 2 * (small.max(-1) > 100).sum()  # a larger digit
+    with pytest.raises(ValueError, match=r"glyph_size must be \(low, high\)"):
+        make_video(task, 0, 0, glyph_size=(0.5, 0.3))
+    with pytest.raises(ValueError, match="does not fit in a 48-pixel frame"):
+        make_video(task, 0, 0, size=48, glyph_size=(1.5, 1.5))
+
 
 def test_mixing_in_the_step_follows_the_definition():
     """The loader's draws applied by the train step's `mix`: cutmix pastes the mirrored example's

@@ -46,10 +46,16 @@ def make_video(task: str, label: int, seed: int, *, num_frames: int = 16,
         raise ValueError(f"unknown synthetic task {task!r}; choose from {sorted(TASKS)}")
     if label not in (0, 1):
         raise ValueError(f"label must be 0 or 1 for task {task!r}, got {label}")
+    low, high = glyph_size
+    if not 0 < low <= high:
+        raise ValueError(f"glyph_size must be (low, high) with 0 < low <= high, got {glyph_size}")
     rng = np.random.default_rng(seed)
     color = rng.integers(128, 256, size=3)
-    glyph = _glyph(int(rng.integers(10)), int(size * rng.uniform(*glyph_size)), color)
+    glyph = _glyph(int(rng.integers(10)), max(1, int(size * rng.uniform(low, high))), color)
     side = glyph.width
+    if side > size:
+        raise ValueError(f"a digit of glyph_size {glyph_size} ({side} pixels with its margin) does "
+                         f"not fit in a {size}-pixel frame; use smaller fractions")
     background = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
     free = size - side  # room for the glyph's top-left corner
     t = np.linspace(0.0, 1.0, num_frames)

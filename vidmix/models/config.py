@@ -235,11 +235,10 @@ class VideoViTConfig(ViTFields):
                              f"{self.tubelet_size}")
         if self.embed_slots < 0:
             raise ValueError(f"temporal_embed_slots must be >= 0, got {self.temporal_embed_slots}")
-        if not (isinstance(self.pos_embed_std, (int, float)) and self.pos_embed_std >= 0):
-            raise ValueError(f"pos_embed_std must be a number >= 0, got {self.pos_embed_std!r}")
-        if not (isinstance(self.temporal_embed_std, (int, float)) and self.temporal_embed_std >= 0):
-            raise ValueError(f"temporal_embed_std must be a number >= 0, got "
-                             f"{self.temporal_embed_std!r}")
+        for name in ("pos_embed_std", "temporal_embed_std"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if self.attention == "mixing":
             if not 1 <= self.shift_div or self.shift_fold < 1 or 2 * self.shift_fold > self.width:
                 raise ValueError(f"shift_div {self.shift_div} must leave 1 <= width // shift_div "
