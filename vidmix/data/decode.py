@@ -82,4 +82,6 @@ def decode_jpeg(data: bytes, min_size: tuple[int, int] | None = None) -> Image.I
     image = Image.open(io.BytesIO(data))
     if min_size is not None:
         image.draft("RGB", min_size)
-    return image.convert("RGB")
+    image.load()
+    # convert() copies even an RGB image: 0.1 ms a frame at 256 x 455 (docs/benchmarks.md)
+    return image if image.mode == "RGB" else image.convert("RGB")
