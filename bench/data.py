@@ -241,7 +241,10 @@ def main():
         stages = stage_ms(report.data_dir, args.clips, args.frames, args.size)
     print(f"{os.cpu_count()} cores; {args.frames} frames at {args.size}, train augmentation; "
           f"files: {', '.join(FILES)} (x{args.copies}); medians of {args.rounds} rounds")
-    median = lambda key, f: float(np.median([f(r[key]) for r in rounds]))  # noqa: E731
+
+    def median(key, part):  # part 0: clips/s, 1: clips per CPU-second
+        return float(np.median([r[key][part] for r in rounds]))
+
     print("| input | grain workers | clips/s | clips/s vs 1 worker | clips per CPU-second | "
           "per CPU-second vs (a) |")
     print("|---|---|---|---|---|---|")
@@ -251,11 +254,11 @@ def main():
         if workers != "-" and 1 in args.workers:
             scaling = f"{float(np.median([r[workers][0] / r[1][0] for r in rounds])):.2f}x"
         ratio = float(np.median([r[workers][1] / r["-"][1] for r in rounds]))
-        print(f"| {name} | {workers} | {median(workers, lambda m: m[0]):.1f} | {scaling} | "
-              f"{median(workers, lambda m: m[1]):.1f} | {ratio:.2f}x |")
-    ratios = [f"{r[w][1] / r['-'][1]:.2f}" for r in rounds for w in args.workers[:1]]
-    print(f"\nper CPU-second vs (a) with {args.workers[0]} workers, round by round: "
-          + ", ".join(ratios))
+        print(f"| {name} | {workers} | {median(workers, 0):.1f} | {scaling} | "
+              f"{median(workers, 1):.1f} | {ratio:.2f}x |")
+    first = args.workers[0]
+    print(f"\nper CPU-second vs (a) with {first} workers, round by round: "
+          + ", ".join(f"{r[first][1] / r['-'][1]:.2f}" for r in rounds))
     print("\n| stage (one thread) | ms per clip |\n|---|---|")
     for name, ms in stages.items():
         print(f"| {name} | {ms:.2f} |")

@@ -54,7 +54,7 @@ FAMILIES = {
     # from scratch, VTN's spatial and temporal positions start at the patch embeddings' scale (the
     # releases' 0.02 leave its frame features blind to where the digit is); with two Longformer
     # layers and half the others' learning rate (`LEARNING_RATES`) it learns `direction` in the
-    # test's 200 steps, with one layer or at 3e-4 it needs twice that (docs/learning.md)
+    # test's 200 steps; with one layer, or two at 3e-4, it stays below 95% (docs/learning.md)
     "vtn": ("vtn_vit_b16", dict(SMALL, temporal_layers=2, temporal_heads=4, temporal_mlp_dim=256,
                                 attention_window=4, frame_chunk=64, temporal_dropout_rate=0.0,
                                 temporal_attention_dropout_rate=0.0, pos_embed_std=1.0,

@@ -2,8 +2,8 @@
 played backwards, so only a model that puts frames in order can beat chance. The models that do
 (XViT with either head, TimeSformer with its temporal embedding started at the patch embeddings'
 scale, PST, VTN with its from-scratch settings) learn `direction`, and XViT's summary head and
-TimeSformer also `speed`, in one small fixed budget; the per-frame baseline (space attention, per-frame scores averaged) stays at chance
-on every task.
+TimeSformer also `speed`, in one small fixed budget; the per-frame baseline (space attention,
+per-frame scores averaged) stays at chance on every task.
 
 Runs bench/learning.py's loop: the public API, uint8 clips normalised with the training videos'
 pixel statistics, and new videos in every batch (`--fresh`: with a fixed set of videos a model

@@ -83,5 +83,5 @@ def decode_jpeg(data: bytes, min_size: tuple[int, int] | None = None) -> Image.I
     if min_size is not None:
         image.draft("RGB", min_size)
     image.load()
-    # convert() copies even an RGB image: 0.1 ms a frame at 256 x 455 (docs/benchmarks.md)
+    # convert() copies even an RGB image: 0.6-0.8 ms per 16-frame clip (docs/benchmarks.md)
     return image if image.mode == "RGB" else image.convert("RGB")
