@@ -51,14 +51,17 @@ FAMILIES = {
     "timesformer": ("timesformer_b16", dict(SMALL, temporal_embed_std=1.0, **OFF)),
     "pst": ("pst_tiny", dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=4,
                              drop_path_rate=0.0, head_dropout_rate=0.0)),
-    # from scratch, VTN's spatial and temporal positions start at the patch embeddings' scale (the
-    # releases' 0.02 leave its frame features blind to where the digit is); with two Longformer
-    # layers and half the others' learning rate (`LEARNING_RATES`) it learns `direction` in the
-    # test's 200 steps; with one layer, or two at 3e-4, it stays below 95% (docs/learning.md)
+    # from scratch, VTN's spatial positions start at the patch embeddings' scale (the releases'
+    # 0.02 leave its frame features blind to where the digit is), its temporal ones as sinusoids
+    # of RMS 2 (its positions are frame indices: a clip of stride 2 uses the even or the odd
+    # rows, unrelated to each other when drawn at random); with two Longformer layers and half
+    # the others' learning rate (`LEARNING_RATES`) it learns `direction` in the test's 200 steps
+    # (docs/learning.md)
     "vtn": ("vtn_vit_b16", dict(SMALL, temporal_layers=2, temporal_heads=4, temporal_mlp_dim=256,
                                 attention_window=4, frame_chunk=64, temporal_dropout_rate=0.0,
                                 temporal_attention_dropout_rate=0.0, pos_embed_std=1.0,
-                                temporal_position_std=1.0, **OFF)),
+                                temporal_position_std=2.0, temporal_position_init="sincos",
+                                **OFF)),
     "per_frame": ("vit_b16", dict(SMALL, **OFF)),
 }
 # each family's peak learning rate where it is not 1e-3 (--lr overrides)
@@ -66,11 +69,11 @@ LEARNING_RATES = {"vtn": 5e-4}
 
 
 def make_videos(task: str, n: int, seed: int, frames: int = 16, size: int = 32,
-                glyph_size=(0.35, 0.5), first: int = 0):
+                glyph_size=(0.35, 0.5), first: int = 0, stroke: int = 0):
     """Videos `first`..`first + n - 1` of the stream `seed`, alternating labels 0, 1."""
     labels = (first + np.arange(n)) % 2
     videos = np.stack([make_video(task, int(y), seed * 100_003 + first + i, num_frames=frames,
-                                  size=size, glyph_size=tuple(glyph_size))
+                                  size=size, glyph_size=tuple(glyph_size), stroke=stroke)
                        for i, y in enumerate(labels)])
     return videos, labels
 
@@ -82,12 +85,14 @@ def dataset_stats(videos) -> dict:
     return dict(pixel_mean=tuple(stats["mean"]), pixel_std=tuple(stats["std"]))
 
 
-def clips(videos, rng, num_frames=8, stride=2, train=True):
+def clips(videos, rng, num_frames=8, stride=2, train=True, with_index=False):
     """(N, F, H, W, 3) uint8 -> uint8 clips (N, num_frames, H, W, 3): frames start,
-    start + stride, ... with start 0 or 1 in training, 0 in evaluation. The model normalises."""
+    start + stride, ... with start 0 or 1 in training, 0 in evaluation. The model normalises.
+    With `with_index`, also each clip frame's index in its video (N, num_frames)."""
     starts = rng.integers(0, 2, len(videos)) if train else np.zeros(len(videos), int)
     idx = starts[:, None] + stride * np.arange(num_frames)[None]
-    return np.take_along_axis(videos, idx[:, :, None, None, None], axis=1)
+    clip = np.take_along_axis(videos, idx[:, :, None, None, None], axis=1)
+    return (clip, idx.astype(np.int32)) if with_index else clip
 
 
 def parse_value(text: str):
@@ -153,9 +158,9 @@ def order_signal(args, num_videos: int = 64) -> float:
 
 
 def run(args) -> dict:
-    train_v, train_y = make_videos(args.task, args.num_train, seed=1, size=args.size,
-                                   glyph_size=args.glyph_size)
-    val_v, val_y = make_videos(args.task, 256, seed=2, size=args.size, glyph_size=args.glyph_size)
+    look = dict(size=args.size, glyph_size=args.glyph_size, stroke=args.stroke)
+    train_v, train_y = make_videos(args.task, args.num_train, seed=1, **look)
+    val_v, val_y = make_videos(args.task, 256, seed=2, **look)
     # --pixels dataset: the training videos' own statistics
     overrides, model = experiment(args, train_v if args.pixels == "dataset" else None)
     graphdef, params, rest = split_model(model)
@@ -172,21 +177,23 @@ def run(args) -> dict:
     for i in range(args.steps):
         if args.fresh:  # every batch new videos, a stream of their own: nothing to memorise
             videos, labels = make_videos(args.task, args.batch, seed=3 + args.seed * 10,
-                                         size=args.size, glyph_size=args.glyph_size,
-                                         first=i * args.batch)
+                                         first=i * args.batch, **look)
         else:
             pick = rng.integers(0, len(train_v), args.batch)
             videos, labels = train_v[pick], train_y[pick]
-        batch = {"video": clips(videos, rng, args.frames, args.stride),
-                 "label": labels,
-                 "mask": np.ones(args.batch, np.float32)}
+        video, index = clips(videos, rng, args.frames, args.stride, with_index=True)
+        batch = {"video": video, "label": labels, "mask": np.ones(args.batch, np.float32)}
+        if args.positions == "video":  # as main.py's loader: each frame's index in its video
+            batch["frame_index"] = index
         state, metrics = step(state, batch, rest)
         losses.append(float(metrics["loss"]))
         if (i + 1) % 50 == 0 and not args.quiet:
             print(f"step {i + 1:5d} loss {np.mean(losses[-50:]):.4f}", flush=True)
     seconds = time.perf_counter() - start
-    logits = evaluate(state["params"],
-                      {"video": clips(val_v, rng, args.frames, args.stride, train=False)}, rest)
+    video, index = clips(val_v, rng, args.frames, args.stride, train=False, with_index=True)
+    logits = evaluate(state["params"], {"video": video, **({"frame_index": index}
+                                                           if args.positions == "video" else {})},
+                      rest)
     accuracy = float((np.asarray(logits).argmax(-1) == val_y).mean())
     smooth = np.convolve(losses, np.ones(20) / 20, mode="valid")
     below = np.nonzero(smooth < 0.9 * math.log(2))[0] if len(losses) >= 20 else []
@@ -196,7 +203,8 @@ def run(args) -> dict:
                 classifier_init=args.classifier_init,
                 temporal_fc_init=args.temporal_fc_init,
                 seed=args.seed, init_seed=init_seed(args), task=args.task, steps=args.steps,
-                fresh=args.fresh, glyph_size=list(args.glyph_size),
+                fresh=args.fresh, glyph_size=list(args.glyph_size), stroke=args.stroke,
+                positions=args.positions,
                 lr=args.lr, warmup=args.warmup,
                 plateau_steps=plateau, eval_accuracy=accuracy, seconds=round(seconds, 1),
                 losses=[round(v, 4) for v in losses])
@@ -227,6 +235,12 @@ def parse(argv=None) -> argparse.Namespace:
                         help="new videos in every batch instead of --num-train reused ones")
     parser.add_argument("--glyph-size", type=float, nargs=2, default=(0.35, 0.5),
                         help="the digits' font size range, fractions of the frame")
+    parser.add_argument("--positions", default="video", choices=["video", "clip"],
+                        help="the temporal positions of whole-video models (VTN): each frame's "
+                             "index in its video, as main.py's loader gives them, or 0..frames-1 "
+                             "(what this bench used before 2026-11-23)")
+    parser.add_argument("--stroke", type=int, default=0,
+                        help="thicken the digits' lines by this many pixels on each side")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the batches, dropout and (without --init-seed) the init")
     parser.add_argument("--init-seed", type=int, help="seeds the model's init alone")

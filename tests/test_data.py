@@ -477,7 +477,16 @@ def test_build_command(tmp_path, how):
 # ---- synthetic task and label mixing ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("task", ["direction", "rotation", "speed"])
+def _centre_of_mass(video):
+    """(T, 2) (row, column) of each frame's bright pixels: where the digit is."""
+    mass = (video.max(-1) > 100).astype(float)
+    rows, cols = np.arange(video.shape[1]), np.arange(video.shape[2])
+    total = mass.sum((1, 2))
+    return np.stack([(mass * rows[None, :, None]).sum((1, 2)) / total,
+                     (mass * cols[None, None, :]).sum((1, 2)) / total], 1)
+
+
+@pytest.mark.parametrize("task", ["direction", "rotation", "speed", "orbit"])
 def test_synthetic_classes_are_time_reversals(task):
     from vidmix.data.synthetic import make_video
 
@@ -488,19 +497,21 @@ def test_synthetic_classes_are_time_reversals(task):
     assert not np.array_equal(a[0], a[-1])  # and they do change over time
     assert not np.array_equal(a, make_video(task, 0, seed=12, num_frames=8, size=48))
     if task == "direction":  # the bright glyph's centre of mass moves right over time
-        mass = (a.max(-1) > 100).astype(float)
-        cx = (mass * np.arange(48)).sum((1, 2)) / mass.sum((1, 2))
+        cx = _centre_of_mass(a)[:, 1]
         assert cx[-1] > cx[0] + 5
     if task == "speed":  # class 0 speeds up: each step between frames longer than the last
         for seed in range(20):
-            video = make_video(task, 0, seed=seed, num_frames=8, size=48).astype(float)
-            mass = (video.max(-1) > 100) * 1.0
-            grid = np.arange(48)
-            total = mass.sum((1, 2))[:, None]
-            centre = np.stack([(mass * grid[None, :, None]).sum((1, 2)),
-                               (mass * grid[None, None, :]).sum((1, 2))], 1) / total
+            centre = _centre_of_mass(make_video(task, 0, seed=seed, num_frames=8, size=48))
             steps = np.linalg.norm(np.diff(centre, axis=0), axis=1)
             assert steps[-2:].mean() > 2 * steps[:2].mean() + 1, (seed, steps)
+    if task == "orbit":  # class 0 goes counter-clockwise on screen around the frame's centre
+        for seed in range(20):
+            row, col = _centre_of_mass(make_video(task, 0, seed=seed, num_frames=8,
+                                                  size=48)).T
+            # the angle about the frame's centre, with rows flipped so counter-clockwise on
+            # screen is a growing angle; it turns by 120-270 degrees over the video
+            turn = np.degrees(np.diff(np.unwrap(np.arctan2(-(row - 23.5), col - 23.5))))
+            assert (turn > 0).all() and 90 < turn.sum() < 300, (seed, turn)
     with pytest.raises(ValueError, match="unknown synthetic task"):
         make_video("spin", 0, 0)
 

@@ -195,6 +195,32 @@ def test_pos_embed_std_scales_the_fresh_position_embeddings(name):
     np.testing.assert_allclose(wide, default / 0.02, rtol=1e-5, atol=1e-6)
 
 
+def test_vtn_sincos_positions_start_neighbouring_frames_close():
+    """temporal_position_init="sincos": the fresh table is the Transformer's sinusoids at scale
+    temporal_position_std (entry RMS), the padding row zero; a frame's row is closer to the next
+    frame's than to a far one's, where "normal" rows are unrelated."""
+    def table(**kw):
+        model = tiny("vtn_vit_b16", temporal_position_std=1.0, **kw)
+        return np.asarray(model.temporal.embeddings.position.embedding[...]), model.config
+
+    sincos, cfg = table(temporal_position_init="sincos")
+    frames = sincos[:cfg.cls_position]
+    np.testing.assert_allclose(np.sqrt((frames ** 2).mean()), 1.0, rtol=0.02)
+    assert not sincos[cfg.pad_position].any()
+    # column 0 is sin(p), the fastest sinusoid; the last pair is nearly constant
+    np.testing.assert_allclose(frames[:5, 0], np.sqrt(2) * np.sin(np.arange(5)), rtol=1e-5,
+                               atol=1e-6)
+
+    def distance(t, a, b):
+        return np.linalg.norm(t[a] - t[b])
+
+    assert all(distance(frames, p, p + 1) < 0.5 * distance(frames, p, p + 40) for p in range(40))
+    normal, _ = table()
+    assert distance(normal, 3, 4) > 0.8 * distance(normal, 3, 43)
+    with pytest.raises(ValueError, match="unknown temporal_position_init 'learned'"):
+        tiny("vtn_vit_b16", temporal_position_init="learned")
+
+
 @pytest.mark.parametrize("shape", [(2, 8, 32, 32, 3), (2, 4, 48, 48, 3), (2, 4, 32, 32, 1),
                                    (4, 32, 32, 3)])
 def test_clip_the_model_cannot_take(shape):

@@ -10,7 +10,9 @@ Tasks (`TASKS`): "direction" (moves left / right, with a random vertical drift),
 (spins clockwise / counter-clockwise while drifting) and "speed" (travels in a straight line in
 any direction, speeding up / slowing down: the distance covered grows as t squared, so a model
 must compare the steps between frames; since the direction is uniform, both classes move every
-way). Digits, colours, sizes, speeds and the static noisy background vary per video.
+way) and "orbit" (travels around a circle about the frame's centre, counter-clockwise /
+clockwise: the sense of a rotation as a motion across the frame, where "rotation" spins the
+digit in place). Digits, colours, sizes, speeds and the static noisy background vary per video.
 """
 
 from __future__ import annotations
@@ -23,25 +25,29 @@ TASKS = {
     "direction": ("moving_right", "moving_left"),
     "rotation": ("counterclockwise", "clockwise"),
     "speed": ("speeding_up", "slowing_down"),
+    "orbit": ("orbiting_counterclockwise", "orbiting_clockwise"),
 }
 
 
-def _glyph(digit: int, size: int, color) -> Image.Image:
+def _glyph(digit: int, size: int, color, stroke: int = 0) -> Image.Image:
     font = ImageFont.load_default(size=size)
-    left, top, right, bottom = font.getbbox(str(digit))
+    left, top, right, bottom = font.getbbox(str(digit), stroke_width=stroke)
     pad = size // 4
     side = max(right - left, bottom - top) + 2 * pad
     glyph = Image.new("RGBA", (side, side), (0, 0, 0, 0))
     ImageDraw.Draw(glyph).text(((side - (right - left)) / 2 - left, (side - (bottom - top)) / 2
-                                - top), str(digit), font=font, fill=tuple(color) + (255,))
+                                - top), str(digit), font=font, fill=tuple(color) + (255,),
+                                stroke_width=stroke, stroke_fill=tuple(color) + (255,))
     return glyph
 
 
 def make_video(task: str, label: int, seed: int, *, num_frames: int = 16,
-               size: int = 64, glyph_size: tuple[float, float] = (0.35, 0.5)) -> np.ndarray:
+               size: int = 64, glyph_size: tuple[float, float] = (0.35, 0.5),
+               stroke: int = 0) -> np.ndarray:
     """One video, uint8 (num_frames, size, size, 3). Deterministic in (task, seed); `label` 1 gives
     exactly the frames of label 0 in reverse order. The digit's font size is drawn uniformly from
-    `glyph_size` (fractions of the frame)."""
+    `glyph_size` (fractions of the frame); `stroke` thickens its lines by that many pixels on
+    each side."""
     if task not in TASKS:
         raise ValueError(f"unknown synthetic task {task!r}; choose from {sorted(TASKS)}")
     if label not in (0, 1):
@@ -51,7 +57,8 @@ def make_video(task: str, label: int, seed: int, *, num_frames: int = 16,
         raise ValueError(f"glyph_size must be (low, high) with 0 < low <= high, got {glyph_size}")
     rng = np.random.default_rng(seed)
     color = rng.integers(128, 256, size=3)
-    glyph = _glyph(int(rng.integers(10)), max(1, int(size * rng.uniform(low, high))), color)
+    glyph = _glyph(int(rng.integers(10)), max(1, int(size * rng.uniform(low, high))), color,
+                   stroke)
     side = glyph.width
     if side > size:
         raise ValueError(f"a digit of glyph_size {glyph_size} ({side} pixels with its margin) does "
@@ -71,6 +78,12 @@ def make_video(task: str, label: int, seed: int, *, num_frames: int = 16,
         span = rng.uniform(0.6, 0.95) * free * direction
         start = np.where(span >= 0, 0.0, -span) + rng.uniform(0, free - np.abs(span))
         x, y = (start[:, None] + span[:, None] * t[None] ** 2)
+        angle = np.full(num_frames, rng.uniform(-20, 20))
+    elif task == "orbit":  # 120-270 degrees counter-clockwise (on screen) around the centre
+        theta = rng.uniform(0, 2 * np.pi) + np.radians(rng.uniform(120, 270)) * t
+        radius = rng.uniform(0.3, 0.5) * free
+        x = free / 2 + radius * np.cos(theta)
+        y = free / 2 - radius * np.sin(theta)  # image rows grow downwards
         angle = np.full(num_frames, rng.uniform(-20, 20))
     else:  # spins 120-300 degrees counter-clockwise, drifting slowly in a random direction
         angle = rng.uniform(0, 360) + rng.uniform(120, 300) * t

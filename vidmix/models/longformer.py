@@ -210,22 +210,47 @@ class LongformerLayer(nnx.Module):
         return self.output_norm(x + drop(h))
 
 
+def sincos_positions(key, shape, dtype=jnp.float32, std: float = 1.0):
+    """The Transformer's sinusoids (Vaswani et al. 2017), row p = position p, scaled so an entry's
+    root mean square is `std`: neighbouring positions start close and far ones apart, so order
+    can be read from the first step, whichever positions a clip's frames have. `key` is unused."""
+    del key
+    num, dim = shape
+    freq = 1.0 / 10000 ** (2 * np.arange(dim // 2) / dim)
+    angle = np.arange(num)[:, None] * freq[None]
+    table = np.concatenate([np.sin(angle), np.cos(angle), np.zeros((num, dim % 2))], 1)
+    return jnp.asarray(table * std * np.sqrt(2), dtype)
+
+
+# how a fresh position table is drawn: name -> (key, shape, dtype, std) -> table
+POSITION_INITS = {
+    "normal": lambda key, shape, dtype, std: nnx.initializers.normal(std)(key, shape, dtype),
+    "sincos": lambda key, shape, dtype, std: sincos_positions(key, shape, dtype, std),
+}
+
+
 class LongformerEmbeddings(nnx.Module):
     """inputs + position embedding[position id] + token type embedding[type id] -> LN -> dropout.
 
     The row `pad_position` of the position table starts at zero (PyTorch's `padding_idx`); the
-    others are drawn from N(0, position_std) (BERT's 0.02 unless given).
+    others are drawn by `position_init` (`POSITION_INITS`) at scale `position_std`: "normal" is
+    N(0, position_std), BERT's with 0.02.
     """
 
     def __init__(self, dim: int, *, max_positions: int, type_vocab_size: int = 2,
                  pad_position: int | None = None, eps: float = 1e-12, dropout_rate: float = 0.0,
-                 position_std: float = 0.02, dtype=jnp.float32, rngs: nnx.Rngs):
-        def position_init(key, shape, dtype=jnp.float32):
-            table = nnx.initializers.normal(position_std)(key, shape, dtype)
+                 position_std: float = 0.02, position_init: str = "normal", dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        if position_init not in POSITION_INITS:
+            raise ValueError(f"unknown position_init {position_init!r}; choose from "
+                             f"{sorted(POSITION_INITS)}")
+
+        def init(key, shape, dtype=jnp.float32):
+            table = POSITION_INITS[position_init](key, shape, dtype, position_std)
             return table if pad_position is None else table.at[pad_position].set(0)
 
         self.max_positions, self.type_vocab_size = max_positions, type_vocab_size
-        self.position = nnx.Embed(max_positions, dim, embedding_init=position_init, dtype=dtype,
+        self.position = nnx.Embed(max_positions, dim, embedding_init=init, dtype=dtype,
                                   rngs=rngs)
         self.token_type = nnx.Embed(type_vocab_size, dim, embedding_init=bert_init, dtype=dtype,
                                     rngs=rngs)
@@ -245,9 +270,9 @@ class LongformerEncoder(nnx.Module):
                  attention_window: int, max_positions: int, type_vocab_size: int = 2,
                  pad_position: int | None = None, num_global: int = 1,
                  dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
-                 eps: float = 1e-12, position_std: float = 0.02, dtype=jnp.float32,
-                 remat: str = "none", unroll="auto", implementation: str = "auto",
-                 rngs: nnx.Rngs):
+                 eps: float = 1e-12, position_std: float = 0.02, position_init: str = "normal",
+                 dtype=jnp.float32, remat: str = "none", unroll="auto",
+                 implementation: str = "auto", rngs: nnx.Rngs):
         if attention_window < 2 or attention_window % 2:
             raise ValueError(f"attention_window must be a positive even number, got "
                              f"{attention_window}")
@@ -258,7 +283,7 @@ class LongformerEncoder(nnx.Module):
         self.embeddings = LongformerEmbeddings(
             dim, max_positions=max_positions, type_vocab_size=type_vocab_size,
             pad_position=pad_position, eps=eps, dropout_rate=dropout_rate,
-            position_std=position_std, dtype=dtype, rngs=rngs)
+            position_std=position_std, position_init=position_init, dtype=dtype, rngs=rngs)
         # one scanned stack (`stack.LayerStack`); every layer also takes the `valid` mask
         self.layers = LayerStack([
             LongformerLayer(dim, num_heads, mlp_dim, one_sided=self.one_sided,

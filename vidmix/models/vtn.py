@@ -21,7 +21,7 @@ from vidmix.models.backbone import VideoViT
 from vidmix.models.config import KINETICS_PIXELS, VIT_SIZES, VideoViTConfig, ViTFields
 from vidmix.models.heads import MlpHead
 from vidmix.models.layers import capturing
-from vidmix.models.longformer import LongformerEncoder
+from vidmix.models.longformer import POSITION_INITS, LongformerEncoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +45,11 @@ class VTNConfig(ViTFields):
     # them). They are the encoder's only source of frame order, added to frame features of unit
     # scale: from scratch, ~1.0 lets it see the order at all (docs/learning.md).
     temporal_position_std: float = 0.02
+    # how that fresh table is drawn (longformer.POSITION_INITS): "normal" (BERT's) or "sincos",
+    # sinusoids at that scale. The positions are frame indices, so a clip of stride 2 starting at
+    # frame 0 or 1 uses disjoint rows: with "normal" every row is unrelated to its neighbours and
+    # order must be learned twice; "sincos" starts neighbours close (docs/learning.md)
+    temporal_position_init: str = "normal"
     # Head: [CLS] -> LayerNorm -> Dense(head_mlp_dim) -> GELU -> Dropout -> Dense(classes).
     head_mlp_dim: int | None = None  # None: the width
     head_layer_norm_eps: float = 1e-5
@@ -95,6 +100,9 @@ class VTNConfig(ViTFields):
         std = self.temporal_position_std
         if not (isinstance(std, (int, float)) and std > 0):
             raise ValueError(f"temporal_position_std must be a number > 0, got {std!r}")
+        if self.temporal_position_init not in POSITION_INITS:
+            raise ValueError(f"unknown temporal_position_init {self.temporal_position_init!r}; "
+                             f"choose from {sorted(POSITION_INITS)}")
 
     def describe(self) -> dict[str, str]:
         """What the model zoo table shows about this model."""
@@ -145,6 +153,7 @@ class VTN(nnx.Module):
             num_global=1, dropout_rate=cfg.temporal_dropout_rate,
             attention_dropout_rate=cfg.temporal_attention_dropout_rate,
             eps=cfg.temporal_layer_norm_eps, position_std=cfg.temporal_position_std,
+            position_init=cfg.temporal_position_init,
             dtype=dtype, remat=cfg.remat, unroll=cfg.scan_unroll,
             implementation=cfg.attention_impl, rngs=rngs)
         self.head = VTNHead(cfg, rngs=rngs)
