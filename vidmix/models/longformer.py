@@ -225,7 +225,7 @@ def sincos_positions(key, shape, dtype=jnp.float32, std: float = 1.0):
 # how a fresh position table is drawn: name -> (key, shape, dtype, std) -> table
 POSITION_INITS = {
     "normal": lambda key, shape, dtype, std: nnx.initializers.normal(std)(key, shape, dtype),
-    "sincos": lambda key, shape, dtype, std: sincos_positions(key, shape, dtype, std),
+    "sincos": sincos_positions,
 }
 
 
