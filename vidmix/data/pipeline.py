@@ -131,12 +131,15 @@ class StoredVideos:
 
 
 def stored_frames(record, indices, min_size=None):
-    """The stored frames at `indices` as Pillow images (decoded from JPEG, nothing else)."""
-    return [decode.decode_jpeg(record["frames"][i], min_size) for i in indices]
+    """The stored frames at `indices` as RGB uint8 arrays (H, W, 3), decoded from JPEG, nothing
+    else: at full size, or with `min_size` (w, h) at the smallest DCT scale that keeps them at
+    least that large."""
+    scale = decode.jpeg_scale((int(record["width"]), int(record["height"])), min_size)
+    return [decode.decode_jpeg(record["frames"][i], scale) for i in indices]
 
 
 def stack_frames(frames) -> np.ndarray:
-    """Pillow frames -> one (T, H, W, 3) uint8 array."""
+    """Frames (arrays or Pillow images) -> one (T, H, W, 3) uint8 array."""
     return np.stack([np.asarray(f) for f in frames])
 
 
@@ -150,7 +153,7 @@ def train_clip(record, rng: np.random.Generator, opts: ClipOptions) -> dict:
     frames = stored_frames(record, indices, augment.draft_size(box, opts.image_size, hw))
     frames = augment.crop_resize(frames, box, opts.image_size, hw)
     if opts.flip and rng.random() < 0.5:
-        frames = [f.transpose(0) for f in frames]  # Image.FLIP_LEFT_RIGHT
+        frames = [f[:, ::-1] for f in frames]  # a view; stacking copies it
     if opts.rand_augment_ops:
         frames = augment.rand_augment(frames, rng, opts.rand_augment_ops,
                                       opts.rand_augment_magnitude)
