@@ -25,13 +25,18 @@ DAMAGES = {"truncated_data_file": "Error reading", "deleted_data_file": "Error r
 
 
 def damage(step_dir, kind: str) -> None:
-    data = max(glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True),
-               key=os.path.getsize)  # the largest array-data file
+    files = glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True)
+    data = max(files, key=os.path.getsize)  # the largest array-data file
     size = os.path.getsize(data)
+    # Truncation and deletion hit every array-data file: OCDBT's data files also hold bytes the
+    # final step no longer refers to, so half of the largest file alone was once spared whole
+    # (the damage went unnoticed because nothing read was damaged)
     if kind == "truncated_data_file":
-        os.truncate(data, size // 2)
+        for f in files:
+            os.truncate(f, os.path.getsize(f) // 2)
     elif kind == "deleted_data_file":
-        os.remove(data)
+        for f in files:
+            os.remove(f)
     elif kind == "empty_metadata":
         open(os.path.join(step_dir, "state", "_METADATA"), "w").close()
     elif kind == "deleted_iterator_state":
