@@ -18,9 +18,10 @@ thread included; clips/s is wall-clock. Warm-up batches are not timed. Each proc
 are measured `--rounds` times, alternating, and the table gives the medians: ratios are taken
 within a round, so a machine whose speed drifts between minutes still compares like with like.
 
-Then the time per clip of each stage of (b), in one thread: read the record from the ArrayRecord
-file, parse it (`pipeline.StoredVideo`), decode the sampled JPEGs (at draft size), crop and
-resize, stack.
+Then the time per clip of each stage of (b), in one thread: read the record's fields and the
+clip's frames in place (`record_file.SplitRecords`), decode the sampled JPEGs (at draft size),
+crop and resize, stack; and, for comparison, reading the same record whole with ArrayRecord's
+reader and parsing it (`record_file.StoredVideo`), as the loader did before.
 
 Then the output stage alone, on cropped clips of the same footage: what the host spends per clip
 to hand over uint8 frames (stacking them) and what normalising them to float32 on the host,
@@ -51,8 +52,8 @@ from vidmix.data import augment, build_dataset, decode, make_loader, sampling  #
 from vidmix.data.pipeline import (  # noqa: E402
     StoredVideo,
     open_dataset,
+    split_records,
     stack_frames,
-    stored_frames,
 )
 
 FILES = ("bikes.mp4", "bigbuckbunny.mp4")
@@ -161,14 +162,27 @@ def vidmix_clips_per_s(data_dir, clips, frames, size, workers, batch=8, read_thr
     return rate, per_cpu
 
 
+def frame_bytes(record, indices) -> list[bytes]:
+    return [record["frames"][i] for i in indices]
+
+
+def decode_all(data, scale) -> list[np.ndarray]:
+    return [decode.decode_jpeg(x, scale) for x in data]
+
+
 def stage_ms(data_dir, clips, frames, size) -> dict[str, float]:
-    """CPU ms per clip of each stage of a training clip (multi-scale crop), in this thread."""
+    """CPU ms per clip of each stage of a training clip (multi-scale crop), in this thread. The
+    record is read as the loader reads it (`split_records`: in place, only the clip's frames
+    copied out) and, for comparison, whole (ArrayRecord's reader, then protobuf), as the loader
+    read it before."""
     builder, _ = open_dataset(data_dir)
-    source = builder.as_data_source("train").data_source  # serialized examples
+    whole = builder.as_data_source("train").data_source  # serialized examples
+    records = split_records(builder, "train")
     rng = np.random.default_rng(0)
-    total = dict.fromkeys(("read the record", "parse it", "decode JPEGs (draft size)",
-                           "crop and resize", "stack"), 0.0)
-    names = list(total)
+    names = ("read the record's fields (in place)", "read the clip's frames (in place)",
+             "decode JPEGs (draft size)", "crop and resize", "stack",
+             "before: read the whole record (ArrayRecord)", "before: parse it (protobuf)")
+    total = dict.fromkeys(names, 0.0)
 
     def timed(name, fn, *args):
         start = time.thread_time()
@@ -177,15 +191,19 @@ def stage_ms(data_dir, clips, frames, size) -> dict[str, float]:
         return out
 
     for k in range(clips):
-        i = k % len(source)
-        raw = timed(names[0], source.__getitem__, i)
-        record = timed(names[1], StoredVideo, raw)  # as the loader parses it
+        i = k % len(records)
+        record = timed(names[0], records.__getitem__, i)
         n, hw = int(record["num_frames"]), (int(record["height"]), int(record["width"]))
         indices = sampling.SAMPLERS["dense"][0](n, frames, 2, rng)
         box = augment.TRAIN_CROPS["multiscale"](*hw, size, rng)
-        images = timed(names[2], stored_frames, record, indices, augment.draft_size(box, size, hw))
+        data = timed(names[1], frame_bytes, record, indices)
+        scale = decode.jpeg_scale(hw[::-1], augment.draft_size(box, size, hw))
+        images = timed(names[2], decode_all, data, scale)
         images = timed(names[3], augment.crop_resize, images, box, size, hw)
         timed(names[4], stack_frames, images)
+        raw = timed(names[5], whole.__getitem__, i)
+        parsed = timed(names[6], StoredVideo, raw)
+        assert [parsed["frames"][j] for j in indices] == data
     return {name: 1e3 * t / clips for name, t in total.items()}
 
 

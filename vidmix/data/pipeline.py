@@ -33,16 +33,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags
-from tensorflow_datasets.proto import tf_example_pb2
 
 from vidmix.data import augment, decode, mix, sampling
+from vidmix.data.record_file import SplitRecords, StoredVideo
 
 
 def find_dataset(path) -> Path:
@@ -92,30 +91,10 @@ class ClipOptions:
                              f"choose from {sorted(augment.TRAIN_CROPS)}")
 
 
-class StoredVideo(Mapping):
-    """One stored example, parsed by protobuf only as far as a clip needs it: a field is converted
-    when it is read, and `record["frames"][i]` copies out frame i alone. TFDS's own parse makes
-    every frame of the video a NumPy object first (1.9 against 0.9 ms for 250 frames,
-    docs/benchmarks.md). Scalars read as Python scalars (text as bytes), as TFDS gives them."""
-
-    def __init__(self, serialized: bytes):
-        self._features = tf_example_pb2.Example.FromString(serialized).features.feature
-
-    def __getitem__(self, name):
-        feature = self._features[name]
-        values = getattr(feature, feature.WhichOneof("kind")).value
-        return values if name == "frames" else values[0]
-
-    def __iter__(self):
-        return iter(self._features)
-
-    def __len__(self):
-        return len(self._features)
-
-
 class StoredVideos:
-    """A split's records as `StoredVideo`s, read from TFDS's ArrayRecord source of serialized
-    examples."""
+    """A split's records as `StoredVideo`s, read whole from TFDS's ArrayRecord source of
+    serialized examples: for files `record_file.SplitRecords` cannot map (not on a local file
+    system)."""
 
     def __init__(self, records):
         self.records = records
@@ -337,7 +316,17 @@ def _open_split(data_dir, split: str, batch_size: int, clip: ClipOptions):
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if clip.num_frames < 1:  # -1 (every frame) is for one video at a time: predict, not batches
         raise ValueError(f"num_frames must be positive for a loader, got {clip.num_frames}")
-    return builder, StoredVideos(builder.as_data_source(split).data_source)
+    return builder, split_records(builder, split)
+
+
+def split_records(builder, split: str):
+    """The records of `split`, each read as far as a clip needs (`record_file.SplitRecords`:
+    the clip's frames alone); on a file system that cannot be memory-mapped (gs://, ...),
+    whole, through TFDS's ArrayRecord source."""
+    instructions = builder.info.splits[split].file_instructions
+    if all(os.path.isfile(os.fspath(x.filename)) for x in instructions):
+        return SplitRecords(instructions)
+    return StoredVideos(builder.as_data_source(split).data_source)
 
 
 def _shard(ds: grain.MapDataset, options: LoaderOptions) -> grain.MapDataset:
