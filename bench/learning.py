@@ -4,6 +4,8 @@
         [--steps 300] [--lr 1e-3] [--warmup 30] [--set key=value ...] [--json out.json]
     python bench/learning.py --family xvit --task rotation --order-signal [...]
     python bench/learning.py --family timesformer --seeds 8 [...]   # how many seeds learn
+    python bench/learning.py --family xvit --task rotation --stem conv3d [...]   # tokenizer
+    python bench/learning.py --family xvit --task rotation --attention-init mimetic [...]
     python bench/learning.py --plot curves.png a.json b.json ...
 
 A plain optax loop through the public API (`vidmix.create_model`, `vidmix.training.steps`):
@@ -33,10 +35,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from flax import nnx  # noqa: E402
 
 from vidmix.data.synthetic import TASKS, make_video  # noqa: E402
 from vidmix.data.to_example import pixel_stats, pixel_sums  # noqa: E402
 from vidmix.models import create_model  # noqa: E402
+from vidmix.models.layers import Attention  # noqa: E402
 from vidmix.training.steps import make_eval_step, make_train_step, split_model  # noqa: E402
 
 SMALL = dict(width=64, depth=4, num_heads=4, patch_size=4)
@@ -104,8 +108,6 @@ def parse_value(text: str):
 
 def experiment_model(args, overrides):
     """The model, with the experiment's init variants patched in (measurement only)."""
-    from flax import nnx
-
     from vidmix.models import heads, layers
     trunc = nnx.initializers.truncated_normal(stddev=0.02)
     saved = (layers.dense_init, heads.dense_init, heads.zeros)
@@ -123,7 +125,67 @@ def experiment_model(args, overrides):
         fc = model.backbone.blocks.stacked.temporal_fc.kernel  # (depth, D, D), scanned
         init = jax.vmap(lambda k: layers.dense_init(k, fc[...].shape[1:]))
         fc[...] = init(jax.random.split(jax.random.key(init_seed(args) + 11), fc[...].shape[0]))
+    if args.stem != "patch":
+        model.backbone.patch_embed = ConvStem(model.backbone.cfg, space_time=args.stem == "conv3d",
+                                              rngs=nnx.Rngs(init_seed(args) + 29))
+    if args.attention_init == "mimetic":
+        mimetic_attention(model, np.random.default_rng(init_seed(args) + 23), args.mimetic)
     return model
+
+
+class ConvStem(nnx.Module):
+    """A convolutional stem in place of the patch embedding (measurement only): two 3x3
+    convolutions of stride 2 with ReLU (width/4, width/2 channels), then a linear map to the
+    width, so a 4x4-patch model keeps its tokens (Xiao et al. 2021's stem, shrunk). With
+    `space_time`, the convolutions are 3x3x3 over (time, height, width), stride 1 in time: every
+    frame's tokens then see the neighbouring frames' pixels, as the 3-D CNN control does."""
+
+    def __init__(self, cfg, *, space_time: bool, rngs: nnx.Rngs):
+        if cfg.patch_size != 4 or cfg.tubelet_size != 1:
+            raise ValueError("the experimental conv stems replace 4x4 per-frame patches only")
+        d = cfg.width
+        kernel, stride = ((3, 3, 3), (1, 2, 2)) if space_time else ((3, 3), (2, 2))
+        self.frames = cfg.num_frames if space_time else None
+        self.c1 = nnx.Conv(3, d // 4, kernel, strides=stride, padding="SAME", rngs=rngs)
+        self.c2 = nnx.Conv(d // 4, d // 2, kernel, strides=stride, padding="SAME", rngs=rngs)
+        self.out = nnx.Conv(d // 2, d, (1,) * len(kernel), rngs=rngs)
+
+    def __call__(self, frames):  # (B·T, H, W, 3) -> (B·T, H/4, W/4, width)
+        x = frames if self.frames is None else frames.reshape(-1, self.frames, *frames.shape[1:])
+        x = self.out(jax.nn.relu(self.c2(jax.nn.relu(self.c1(x)))))
+        return x.reshape(-1, *x.shape[-3:])
+
+
+def mimetic_factors(dim: int, alpha: float, beta: float, rng, rank: int | None = None):
+    """(L, R) with L @ R.T the best rank-`rank` approximation of alpha Z + beta I, where
+    Z ~ N(0, 1/dim)."""
+    a = alpha * rng.normal(size=(dim, dim)) / math.sqrt(dim) + beta * np.eye(dim)
+    u, s, vt = np.linalg.svd(a)
+    rank = rank or dim
+    return u[:, :rank] * np.sqrt(s[:rank]), vt[:rank].T * np.sqrt(s[:rank])
+
+
+def mimetic_attention(model, rng, coefficients) -> None:
+    """Mimetic init (Trockman & Kolter 2023) of every `Attention`: each head's W_q W_k^T the
+    best rank-head_dim approximation of a1 Z + b1 I, and W_v W_proj = a2 Z - b2 I, so that a
+    fresh layer attends from each token to tokens like it (measurement only)."""
+    a1, b1, a2, b2 = coefficients
+    for _, module in nnx.iter_graph(model):
+        if not isinstance(module, Attention):
+            continue
+        qkv, proj = np.array(module.qkv.kernel[...]), np.array(module.proj.kernel[...])
+        dim, heads = proj.shape[-1], module.num_heads
+        hd = dim // heads
+        for lead in np.ndindex(*qkv.shape[:-2]):
+            for h in range(heads):
+                left, right = mimetic_factors(dim, a1, b1, rng, hd)
+                qkv[lead][:, h * hd:(h + 1) * hd] = left
+                qkv[lead][:, dim + h * hd:dim + (h + 1) * hd] = right
+            left, right = mimetic_factors(dim, a2, -b2, rng)
+            qkv[lead][:, 2 * dim:] = left
+            proj[lead] = right.T
+        module.qkv.kernel[...] = jnp.asarray(qkv)
+        module.proj.kernel[...] = jnp.asarray(proj)
 
 
 def init_seed(args) -> int:
@@ -201,7 +263,8 @@ def run(args) -> dict:
     return dict(family=args.family, model=args.preset, pixels=args.pixels,
                 overrides=dict(overrides), kernel_init=args.kernel_init,
                 classifier_init=args.classifier_init,
-                temporal_fc_init=args.temporal_fc_init,
+                temporal_fc_init=args.temporal_fc_init, stem=args.stem,
+                attention_init=args.attention_init,
                 seed=args.seed, init_seed=init_seed(args), task=args.task, steps=args.steps,
                 fresh=args.fresh, glyph_size=list(args.glyph_size), stroke=args.stroke,
                 positions=args.positions,
@@ -250,6 +313,13 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--classifier-init", default="default",
                         choices=["default", "trunc02", "torch"])
     parser.add_argument("--temporal-fc-init", default="default", choices=["default", "dense"])
+    parser.add_argument("--stem", default="patch", choices=["patch", "conv", "conv3d"],
+                        help="replace the 4x4 patch embedding by a conv stem, per frame or over "
+                             "space-time (`ConvStem`)")
+    parser.add_argument("--attention-init", default="default", choices=["default", "mimetic"],
+                        help="mimetic: attention that matches like tokens at init")
+    parser.add_argument("--mimetic", type=float, nargs=4, default=(0.7, 0.7, 0.4, 0.4),
+                        help="alpha1 beta1 alpha2 beta2 of --attention-init mimetic")
     parser.add_argument("--json", help="write the result (with the loss curve) here")
     parser.add_argument("--order-signal", action="store_true",
                         help="print the fresh model's order signal (no training) and exit")
@@ -288,7 +358,8 @@ def main():
     if args.order_signal:
         print(json.dumps(dict(family=args.family, task=args.task, set=args.set,
                               classifier_init=args.classifier_init,
-                              temporal_fc_init=args.temporal_fc_init,
+                              temporal_fc_init=args.temporal_fc_init, stem=args.stem,
+                attention_init=args.attention_init,
                               order_signal=round(order_signal(args), 4))))
         return
     if args.seeds:
