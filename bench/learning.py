@@ -127,6 +127,7 @@ def experiment_model(args, overrides):
         fc[...] = init(jax.random.split(jax.random.key(init_seed(args) + 11), fc[...].shape[0]))
     if args.stem != "patch":
         model.backbone.patch_embed = ConvStem(model.backbone.cfg, space_time=args.stem == "conv3d",
+                                              shift=args.stem == "conv_shift",
                                               rngs=nnx.Rngs(init_seed(args) + 29))
     if args.attention_init == "mimetic":
         mimetic_attention(model, np.random.default_rng(init_seed(args) + 23), args.mimetic)
@@ -138,22 +139,39 @@ class ConvStem(nnx.Module):
     convolutions of stride 2 with ReLU (width/4, width/2 channels), then a linear map to the
     width, so a 4x4-patch model keeps its tokens (Xiao et al. 2021's stem, shrunk). With
     `space_time`, the convolutions are 3x3x3 over (time, height, width), stride 1 in time: every
-    frame's tokens then see the neighbouring frames' pixels, as the 3-D CNN control does."""
+    frame's tokens then see the neighbouring frames' pixels, as the 3-D CNN control does. With
+    `shift`, the convolutions stay per frame, and after each ReLU a quarter of the channels come
+    from the frame before and a quarter from the frame after (`shift_channels`: TSM's shift,
+    XViT's applied to pixels)."""
 
-    def __init__(self, cfg, *, space_time: bool, rngs: nnx.Rngs):
+    def __init__(self, cfg, *, space_time: bool, shift: bool = False, rngs: nnx.Rngs):
         if cfg.patch_size != 4 or cfg.tubelet_size != 1:
             raise ValueError("the experimental conv stems replace 4x4 per-frame patches only")
         d = cfg.width
         kernel, stride = ((3, 3, 3), (1, 2, 2)) if space_time else ((3, 3), (2, 2))
-        self.frames = cfg.num_frames if space_time else None
+        self.frames, self.space_time, self.shift = cfg.num_frames, space_time, shift
         self.c1 = nnx.Conv(3, d // 4, kernel, strides=stride, padding="SAME", rngs=rngs)
         self.c2 = nnx.Conv(d // 4, d // 2, kernel, strides=stride, padding="SAME", rngs=rngs)
         self.out = nnx.Conv(d // 2, d, (1,) * len(kernel), rngs=rngs)
 
     def __call__(self, frames):  # (B·T, H, W, 3) -> (B·T, H/4, W/4, width)
-        x = frames if self.frames is None else frames.reshape(-1, self.frames, *frames.shape[1:])
-        x = self.out(jax.nn.relu(self.c2(jax.nn.relu(self.c1(x)))))
+        x = frames.reshape(-1, self.frames, *frames.shape[1:]) if self.space_time else frames
+        for conv in (self.c1, self.c2):
+            x = jax.nn.relu(conv(x))
+            if self.shift:  # a quarter of the channels from the frame before, a quarter after
+                x = shift_channels(x.reshape(-1, self.frames, *x.shape[1:])).reshape(x.shape)
+        x = self.out(x)
         return x.reshape(-1, *x.shape[-3:])
+
+
+def shift_channels(x):
+    """(B, T, H, W, C): channels [0, C/4) from frame t-1, [C/4, C/2) from t+1, zeros at the
+    clip's ends (TSM's shift, XViT's on pixels)."""
+    q = x.shape[-1] // 4
+    pad = jnp.zeros_like(x[:, :1, ..., :q])
+    back = jnp.concatenate([pad, x[:, :-1, ..., :q]], axis=1)
+    ahead = jnp.concatenate([x[:, 1:, ..., q:2 * q], pad], axis=1)
+    return jnp.concatenate([back, ahead, x[..., 2 * q:]], axis=-1)
 
 
 def mimetic_factors(dim: int, alpha: float, beta: float, rng, rank: int | None = None):
@@ -313,9 +331,10 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--classifier-init", default="default",
                         choices=["default", "trunc02", "torch"])
     parser.add_argument("--temporal-fc-init", default="default", choices=["default", "dense"])
-    parser.add_argument("--stem", default="patch", choices=["patch", "conv", "conv3d"],
-                        help="replace the 4x4 patch embedding by a conv stem, per frame or over "
-                             "space-time (`ConvStem`)")
+    parser.add_argument("--stem", default="patch",
+                        choices=["patch", "conv", "conv_shift", "conv3d"],
+                        help="replace the 4x4 patch embedding by a conv stem: per frame, per "
+                             "frame with temporal channel shifts, or over space-time (`ConvStem`)")
     parser.add_argument("--attention-init", default="default", choices=["default", "mimetic"],
                         help="mimetic: attention that matches like tokens at init")
     parser.add_argument("--mimetic", type=float, nargs=4, default=(0.7, 0.7, 0.4, 0.4),

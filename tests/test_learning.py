@@ -87,17 +87,19 @@ def test_mimetic_attention_makes_each_head_match_like_tokens():
     assert np.trace(qkv[:, 32:] @ proj) < 0  # W_v W_proj ~ a2 Z - b2 I
 
 
-@pytest.mark.parametrize("stem,sees_neighbours", [("conv", False), ("conv3d", True)])
+@pytest.mark.parametrize("stem,sees_neighbours",
+                         [("conv", False), ("conv_shift", True), ("conv3d", True)])
 def test_conv_stems_keep_the_tokens_and_only_the_space_time_one_sees_other_frames(
         stem, sees_neighbours):
     model = learning.experiment(tiny_model_args("--stem", stem), None)[1]
-    frames = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype(np.float32)
+    frames = np.random.default_rng(0).normal(size=(16, 32, 32, 3)).astype(np.float32)  # 2 clips
     tokens = np.asarray(model.backbone.patch_embed(frames))
-    assert tokens.shape == (8, 8, 8, 16)
+    assert tokens.shape == (16, 8, 8, 16)
     changed = frames.copy()
-    changed[4] += 1.0  # frame 4 only
+    changed[4] += 1.0  # the first clip's frame 4 only
     moved = np.abs(np.asarray(model.backbone.patch_embed(changed)) - tokens).max(axis=(1, 2, 3))
-    # two stacked 3x3x3 convolutions: a token sees its frame and two on each side
-    assert moved[4] > 0 and moved[[0, 1, 7]].max() == 0
+    # two 3x3x3 convolutions, or two shifts by one frame: a token sees its frame and two on
+    # each side, and never another clip
+    assert moved[4] > 0 and moved[[0, 1, 7]].max() == 0 and moved[8:].max() == 0
     assert (moved[[2, 3, 5, 6]].min() > 0) == sees_neighbours
     assert (moved[[2, 3, 5, 6]].max() > 0) == sees_neighbours
