@@ -266,9 +266,12 @@ def run(args) -> dict:
         if args.positions == "video":  # as main.py's loader: each frame's index in its video
             batch["frame_index"] = index
         state, metrics = step(state, batch, rest)
-        losses.append(float(metrics["loss"]))
+        # kept on the device: the step runs while the next batch is drawn (async dispatch)
+        losses.append(metrics["loss"])
         if (i + 1) % 50 == 0 and not args.quiet:
-            print(f"step {i + 1:5d} loss {np.mean(losses[-50:]):.4f}", flush=True)
+            print(f"step {i + 1:5d} loss {np.mean(jax.device_get(losses[-50:])):.4f}",
+                  flush=True)
+    losses = [float(v) for v in jax.device_get(losses)]
     seconds = time.perf_counter() - start
     video, index = clips(val_v, rng, args.frames, args.stride, train=False, with_index=True)
     logits = evaluate(state["params"], {"video": video, **({"frame_index": index}
