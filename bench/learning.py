@@ -41,6 +41,7 @@ from vidmix.data.synthetic import TASKS, make_video  # noqa: E402
 from vidmix.data.to_example import pixel_stats, pixel_sums  # noqa: E402
 from vidmix.models import create_model  # noqa: E402
 from vidmix.models.layers import Attention  # noqa: E402
+from vidmix.models.temporal_shift import temporal_shift  # noqa: E402
 from vidmix.training.steps import make_eval_step, make_train_step, split_model  # noqa: E402
 
 SMALL = dict(width=64, depth=4, num_heads=4, patch_size=4)
@@ -141,8 +142,8 @@ class ConvStem(nnx.Module):
     `space_time`, the convolutions are 3x3x3 over (time, height, width), stride 1 in time: every
     frame's tokens then see the neighbouring frames' pixels, as the 3-D CNN control does. With
     `shift`, the convolutions stay per frame, and after each ReLU a quarter of the channels come
-    from the frame before and a quarter from the frame after (`shift_channels`: TSM's shift,
-    XViT's applied to pixels)."""
+    from the frame after and a quarter from the frame before (XViT's `temporal_shift`, applied
+    to pixel features instead of keys and values)."""
 
     def __init__(self, cfg, *, space_time: bool, shift: bool = False, rngs: nnx.Rngs):
         if cfg.patch_size != 4 or cfg.tubelet_size != 1:
@@ -159,19 +160,10 @@ class ConvStem(nnx.Module):
         for conv in (self.c1, self.c2):
             x = jax.nn.relu(conv(x))
             if self.shift:  # a quarter of the channels from the frame before, a quarter after
-                x = shift_channels(x.reshape(-1, self.frames, *x.shape[1:])).reshape(x.shape)
+                clips = x.reshape(-1, self.frames, *x.shape[1:])
+                x = temporal_shift(clips, x.shape[-1] // 4).reshape(x.shape)
         x = self.out(x)
         return x.reshape(-1, *x.shape[-3:])
-
-
-def shift_channels(x):
-    """(B, T, H, W, C): channels [0, C/4) from frame t-1, [C/4, C/2) from t+1, zeros at the
-    clip's ends (TSM's shift, XViT's on pixels)."""
-    q = x.shape[-1] // 4
-    pad = jnp.zeros_like(x[:, :1, ..., :q])
-    back = jnp.concatenate([pad, x[:, :-1, ..., :q]], axis=1)
-    ahead = jnp.concatenate([x[:, 1:, ..., q:2 * q], pad], axis=1)
-    return jnp.concatenate([back, ahead, x[..., 2 * q:]], axis=-1)
 
 
 def mimetic_factors(dim: int, alpha: float, beta: float, rng, rank: int | None = None):
@@ -381,7 +373,7 @@ def main():
         print(json.dumps(dict(family=args.family, task=args.task, set=args.set,
                               classifier_init=args.classifier_init,
                               temporal_fc_init=args.temporal_fc_init, stem=args.stem,
-                attention_init=args.attention_init,
+                              attention_init=args.attention_init,
                               order_signal=round(order_signal(args), 4))))
         return
     if args.seeds:

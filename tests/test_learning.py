@@ -41,9 +41,9 @@ def learn(family: str, task: str) -> dict:
 # (docs/learning.md, "Seeds of the test's pairs"), XViT with either head and PST learn
 # `direction` every time; TimeSformer on `direction` and VTN each miss 95% with one seed, and
 # XViT's summary head on `speed` stays at chance with both. Measured and left out
-# (docs/learning.md): XViT with the paper's head on `speed` (93.4%, its loss leaves ln 2 at step 58 but 200 steps are not
-# enough to reach 95%), PST on `speed` (plateau 205 of 400 steps), VTN on `speed` (68.4%, given
-# positions 0..7 rather than frame indices), every ViT family on `rotation`, XViT and PST on
+# (docs/learning.md): XViT with the paper's head on `speed` (93.4%, its loss leaves ln 2 at
+# step 58 but 200 steps are not enough to reach 95%), PST on `speed` (plateau 226 of 400
+# steps), VTN on `speed` (69.1%, plateau 189), every ViT family on `rotation`, XViT and PST on
 # `orbit`. VTN on `direction`: 99.6% and 98.8% (plateaus 118 and 142) with seeds 0 and 1.
 LEARNED = [("xvit", "direction"), ("xvit_summary", "direction"), ("timesformer", "direction"),
            ("pst", "direction"), ("vtn", "direction"), ("xvit_summary", "speed"),
@@ -92,7 +92,7 @@ def test_mimetic_attention_makes_each_head_match_like_tokens():
 
 @pytest.mark.parametrize("stem,sees_neighbours",
                          [("conv", False), ("conv_shift", True), ("conv3d", True)])
-def test_conv_stems_keep_the_tokens_and_only_the_space_time_one_sees_other_frames(
+def test_conv_stems_keep_the_tokens_and_only_the_mixing_ones_see_other_frames(
         stem, sees_neighbours):
     model = learning.experiment(tiny_model_args("--stem", stem), None)[1]
     frames = np.random.default_rng(0).normal(size=(16, 32, 32, 3)).astype(np.float32)  # 2 clips
