@@ -596,7 +596,15 @@ def _centre_of_mass(video):
                      (mass * cols[None, None, :]).sum((1, 2)) / total], 1)
 
 
-@pytest.mark.parametrize("task", ["direction", "rotation", "speed", "orbit"])
+def _half_changes(video):
+    """(T-1, 2): how many pixels change from each frame to the next in the left and right
+    halves."""
+    moved = np.abs(np.diff(video.astype(int), axis=0)).max(-1) > 40
+    half = video.shape[2] // 2
+    return np.stack([moved[..., :half].sum((1, 2)), moved[..., half:].sum((1, 2))], 1)
+
+
+@pytest.mark.parametrize("task", ["direction", "rotation", "speed", "orbit", "first"])
 def test_synthetic_classes_are_time_reversals(task):
     from vidmix.data.synthetic import make_video
 
@@ -622,15 +630,20 @@ def test_synthetic_classes_are_time_reversals(task):
             # screen is a growing angle; it turns by 120-270 degrees over the video
             turn = np.degrees(np.diff(np.unwrap(np.arctan2(-(row - 23.5), col - 23.5))))
             assert (turn > 0).all() and 90 < turn.sum() < 300, (seed, turn)
+    if task == "first":  # class 0: the left digit moves, then stands still while the right moves
+        for seed in range(20):
+            left, right = _half_changes(make_video(task, 0, seed=seed, num_frames=16, size=48)).T
+            assert left[:5].all() and not left[-5:].any(), (seed, left)
+            assert right[-5:].all() and not right[:5].any(), (seed, right)
     with pytest.raises(ValueError, match="unknown synthetic task"):
         make_video("spin", 0, 0)
 
-    big = make_video(task, 0, seed=11, num_frames=8, size=48, glyph_size=(0.7, 0.7))
+    big = make_video(task, 0, seed=11, num_frames=8, size=48, glyph_size=(0.5, 0.5))
     small = make_video(task, 0, seed=11, num_frames=8, size=48, glyph_size=(0.2, 0.2))
     assert (big.max(-1) > 100).sum() > 2 * (small.max(-1) > 100).sum()  # a larger digit
     with pytest.raises(ValueError, match=r"glyph_size must be \(low, high\)"):
         make_video(task, 0, 0, glyph_size=(0.5, 0.3))
-    with pytest.raises(ValueError, match="does not fit in a 48-pixel frame"):
+    with pytest.raises(ValueError, match="does not fit in (half of )?a 48-pixel frame"):
         make_video(task, 0, 0, size=48, glyph_size=(1.5, 1.5))
 
 

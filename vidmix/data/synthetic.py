@@ -12,7 +12,10 @@ any direction, speeding up / slowing down: the distance covered grows as t squar
 must compare the steps between frames; since the direction is uniform, both classes move every
 way) and "orbit" (travels around a circle about the frame's centre, counter-clockwise /
 clockwise: the sense of a rotation as a motion across the frame, where "rotation" spins the
-digit in place). Digits, colours, sizes, speeds and the static noisy background vary per video.
+digit in place) and "first" (two digits, one in each half of the frame, each slides up or down
+once while the other stands still: the left one first / the right one first; which of two
+events came first). Digits, colours, sizes, speeds and the static noisy background vary per
+video.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ TASKS = {
     "rotation": ("counterclockwise", "clockwise"),
     "speed": ("speeding_up", "slowing_down"),
     "orbit": ("orbiting_counterclockwise", "orbiting_clockwise"),
+    "first": ("left_moves_first", "right_moves_first"),
 }
+# "first" puts two digits side by side, each drawn at this fraction of `glyph_size`
+PAIR_SCALE = 0.7
 
 
 def _glyph(digit: int, size: int, color, stroke: int = 0) -> Image.Image:
@@ -47,7 +53,8 @@ def make_video(task: str, label: int, seed: int, *, num_frames: int = 16,
     """One video, uint8 (num_frames, size, size, 3). Deterministic in (task, seed); `label` 1 gives
     exactly the frames of label 0 in reverse order. The digit's font size is drawn uniformly from
     `glyph_size` (fractions of the frame); `stroke` thickens its lines by that many pixels on
-    each side."""
+    each side. For "first", the two digits are drawn at `PAIR_SCALE` times that size, each in its
+    half of the frame."""
     if task not in TASKS:
         raise ValueError(f"unknown synthetic task {task!r}; choose from {sorted(TASKS)}")
     if label not in (0, 1):
@@ -56,13 +63,13 @@ def make_video(task: str, label: int, seed: int, *, num_frames: int = 16,
     if not 0 < low <= high:
         raise ValueError(f"glyph_size must be (low, high) with 0 < low <= high, got {glyph_size}")
     rng = np.random.default_rng(seed)
+    if task == "first":
+        return _first_moves(label, rng, num_frames, size, low, high, stroke)
     color = rng.integers(128, 256, size=3)
     glyph = _glyph(int(rng.integers(10)), max(1, int(size * rng.uniform(low, high))), color,
                    stroke)
     side = glyph.width
-    if side > size:
-        raise ValueError(f"a digit of glyph_size {glyph_size} ({side} pixels with its margin) does "
-                         f"not fit in a {size}-pixel frame; use smaller fractions")
+    _check_fits(side, size, glyph_size, f"a {size}-pixel frame")
     background = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
     free = size - side  # room for the glyph's top-left corner
     t = np.linspace(0.0, 1.0, num_frames)
@@ -91,11 +98,50 @@ def make_video(task: str, label: int, seed: int, *, num_frames: int = 16,
         step = rng.uniform(-0.2, 0.2, size=2) * free
         x = np.clip(start[0] + step[0] * t, 0, free)
         y = np.clip(start[1] + step[1] * t, 0, free)
+    video = _render(background, [(glyph, x, y, angle)])
+    return video[::-1].copy() if label == 1 else video
+
+
+def _check_fits(side: int, room: int, glyph_size, where: str):
+    if side > room:
+        raise ValueError(f"a digit of glyph_size {tuple(glyph_size)} ({side} pixels with its "
+                         f"margin) does not fit in {where}; use smaller fractions")
+
+
+def _render(background: np.ndarray, sprites) -> np.ndarray:
+    """(T, H, W, 3): each sprite (glyph, x, y, angle), one value per frame, pasted in turn."""
     frames = []
-    for i in range(num_frames):
+    for i in range(len(sprites[0][1])):
         frame = Image.fromarray(background)
-        rotated = glyph.rotate(angle[i], resample=Image.BILINEAR)
-        frame.paste(rotated, (int(round(x[i])), int(round(y[i]))), rotated)
+        for glyph, x, y, angle in sprites:
+            rotated = glyph.rotate(angle[i], resample=Image.BILINEAR)
+            frame.paste(rotated, (int(round(x[i])), int(round(y[i]))), rotated)
         frames.append(np.asarray(frame))
-    video = np.stack(frames)
+    return np.stack(frames)
+
+
+def _first_moves(label, rng, num_frames, size, low, high, stroke) -> np.ndarray:
+    """Two digits, one per half of the frame. The left one slides up or down by 40-90% of the
+    room while the right one stands still, until a switch at 35-65% of the video; then the right
+    one slides while the left stands still. Label 1 is the same video backwards: the right digit
+    moves first."""
+    glyphs = [_glyph(int(rng.integers(10)),
+                     max(1, int(size * PAIR_SCALE * rng.uniform(low, high))),
+                     rng.integers(128, 256, size=3), stroke) for _ in range(2)]
+    half = size // 2
+    for glyph in glyphs:
+        _check_fits(glyph.width, half, (low, high), f"half of a {size}-pixel frame")
+    background = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+    t = np.linspace(0.0, 1.0, num_frames)
+    switch = rng.uniform(0.35, 0.65)
+    # how far along its slide each digit is: the left over [0, switch], the right after
+    progress = [np.clip(t / switch, 0, 1), np.clip((t - switch) / (1 - switch), 0, 1)]
+    sprites = []
+    for i, glyph in enumerate(glyphs):
+        free = size - glyph.width
+        travel = rng.uniform(0.4, 0.9) * free * rng.choice([-1.0, 1.0])
+        y = rng.uniform(max(0, -travel), min(free, free - travel)) + travel * progress[i]
+        x = np.full(num_frames, i * half + rng.uniform(0, half - glyph.width))
+        sprites.append((glyph, x, y, np.full(num_frames, rng.uniform(-20, 20))))
+    video = _render(background, sprites)
     return video[::-1].copy() if label == 1 else video
