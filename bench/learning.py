@@ -48,12 +48,17 @@ SMALL = dict(width=64, depth=4, num_heads=4, patch_size=4)
 OFF = dict(drop_path_rate=0.0, head_dropout_rate=0.0)
 # family -> (preset, overrides): every family shrunk to the same scale; "per_frame" is the
 # baseline (an image ViT on every frame, scores averaged), which cannot see the order of frames
+# From scratch, the ViT families start their position embeddings at the patch embeddings' scale
+# (the releases' 0.02 and zeros are for weights ported from image models): with the releases'
+# a fresh model barely sees where or when a token is, and learns `first` not at all and `speed`
+# with some seeds only (docs/learning.md, "Positions at the patch embeddings' scale")
+SCRATCH = dict(pos_embed_std=1.0, temporal_embed_std=1.0)
 FAMILIES = {
-    "xvit": ("xvit_s16", dict(SMALL, head="temporal_attention", **OFF)),
-    "xvit_summary": ("xvit_b16_summary", dict(SMALL, **OFF)),
-    # from scratch, TimeSformer's temporal embedding starts at the patch embeddings' scale: with
-    # the release's zeros its fresh model is blind to frame order (docs/learning.md)
-    "timesformer": ("timesformer_b16", dict(SMALL, temporal_embed_std=1.0, **OFF)),
+    "xvit": ("xvit_s16", dict(SMALL, head="temporal_attention", **SCRATCH, **OFF)),
+    "xvit_summary": ("xvit_b16_summary", dict(SMALL, **SCRATCH, **OFF)),
+    # with the release's zero temporal embedding, TimeSformer's fresh model is even exactly blind
+    # to frame order (docs/learning.md)
+    "timesformer": ("timesformer_b16", dict(SMALL, **SCRATCH, **OFF)),
     "pst": ("pst_tiny", dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=4,
                              drop_path_rate=0.0, head_dropout_rate=0.0)),
     # from scratch, VTN's spatial positions start at the patch embeddings' scale (the releases'
@@ -67,7 +72,7 @@ FAMILIES = {
                                 temporal_attention_dropout_rate=0.0, pos_embed_std=1.0,
                                 temporal_position_std=2.0, temporal_position_init="sincos",
                                 **OFF)),
-    "per_frame": ("vit_b16", dict(SMALL, **OFF)),
+    "per_frame": ("vit_b16", dict(SMALL, pos_embed_std=1.0, **OFF)),
 }
 # each family's peak learning rate where it is not 1e-3 (--lr overrides)
 LEARNING_RATES = {"vtn": 5e-4}
