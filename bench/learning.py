@@ -360,8 +360,12 @@ def plot(paths: list[str], out: str) -> None:
         with open(path) as f:
             r = json.load(f)
         smooth = np.convolve(r["losses"], np.ones(20) / 20, mode="valid")
-        label = (f"{r.get('family') or r['model']}, {r.get('pixels', 'model')} pixel stats "
-                 f"({r['task']}): eval {r['eval_accuracy']:.0%}")
+        o = r.get("overrides", {})
+        # the position inits (space / time; the config's defaults where the run kept them)
+        where = (f", positions {o.get('pos_embed_std', 0.02):g} / "
+                 f"{o.get('temporal_embed_std', 0):g}" if r.get("family") != "pst" else "")
+        label = (f"{r.get('family') or r['model']}, {r.get('pixels', 'model')} pixel stats"
+                 f"{where} ({r['task']}): eval {r['eval_accuracy']:.0%}")
         ax.plot(np.arange(20, len(r["losses"]) + 1), smooth, label=label)
     ax.axhline(math.log(2), color="gray", lw=0.8, ls="--")
     ax.set(xlabel="step", ylabel="train loss (20-step mean)", ylim=(0, 0.8))
