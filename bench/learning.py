@@ -164,7 +164,7 @@ class ConvStem(nnx.Module):
         x = frames.reshape(-1, self.frames, *frames.shape[1:]) if self.space_time else frames
         for conv in (self.c1, self.c2):
             x = jax.nn.relu(conv(x))
-            if self.shift:  # a quarter of the channels from the frame before, a quarter after
+            if self.shift:  # a quarter of the channels from the frame after, a quarter before
                 clips = x.reshape(-1, self.frames, *x.shape[1:])
                 x = temporal_shift(clips, x.shape[-1] // 4).reshape(x.shape)
         x = self.out(x)
@@ -360,16 +360,16 @@ def plot(paths: list[str], out: str) -> None:
         with open(path) as f:
             r = json.load(f)
         smooth = np.convolve(r["losses"], np.ones(20) / 20, mode="valid")
+        # the position inits the run set; absent: the preset's
         o = r.get("overrides", {})
-        # the position inits (space / time; the config's defaults where the run kept them)
-        where = (f", positions {o.get('pos_embed_std', 0.02):g} / "
-                 f"{o.get('temporal_embed_std', 0):g}" if r.get("family") != "pst" else "")
-        label = (f"{r.get('family') or r['model']}, {r.get('pixels', 'model')} pixel stats"
+        where = ", ".join(f"{k} {o[k]:g}" for k in ("pos_embed_std", "temporal_embed_std")
+                          if k in o) or "preset positions"
+        label = (f"{r.get('family') or r['model']}, {r.get('pixels', 'model')} pixel stats, "
                  f"{where} ({r['task']}): eval {r['eval_accuracy']:.0%}")
         ax.plot(np.arange(20, len(r["losses"]) + 1), smooth, label=label)
     ax.axhline(math.log(2), color="gray", lw=0.8, ls="--")
-    ax.set(xlabel="step", ylabel="train loss (20-step mean)", ylim=(0, 0.8))
-    ax.legend(fontsize=8)
+    ax.set(xlabel="step", ylabel="train loss (20-step mean)", ylim=(0, 1.05))
+    ax.legend(fontsize=7, loc="upper right")  # above the ln 2 line
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 

@@ -63,8 +63,14 @@ def make_video(task: str, label: int, seed: int, *, num_frames: int = 16,
     if not 0 < low <= high:
         raise ValueError(f"glyph_size must be (low, high) with 0 < low <= high, got {glyph_size}")
     rng = np.random.default_rng(seed)
-    if task == "first":
-        return _first_moves(label, rng, num_frames, size, low, high, stroke)
+    draw = _two_digits if task == "first" else _one_digit
+    video = _render(*draw(task, rng, num_frames, size, (low, high), stroke))
+    return video[::-1].copy() if label == 1 else video
+
+
+def _one_digit(task, rng, num_frames, size, glyph_size, stroke):
+    """(background, sprites) of the one-digit tasks, label 0."""
+    low, high = glyph_size
     color = rng.integers(128, 256, size=3)
     glyph = _glyph(int(rng.integers(10)), max(1, int(size * rng.uniform(low, high))), color,
                    stroke)
@@ -98,8 +104,7 @@ def make_video(task: str, label: int, seed: int, *, num_frames: int = 16,
         step = rng.uniform(-0.2, 0.2, size=2) * free
         x = np.clip(start[0] + step[0] * t, 0, free)
         y = np.clip(start[1] + step[1] * t, 0, free)
-    video = _render(background, [(glyph, x, y, angle)])
-    return video[::-1].copy() if label == 1 else video
+    return background, [(glyph, x, y, angle)]
 
 
 def _check_fits(side: int, room: int, glyph_size, where: str):
@@ -120,17 +125,17 @@ def _render(background: np.ndarray, sprites) -> np.ndarray:
     return np.stack(frames)
 
 
-def _first_moves(label, rng, num_frames, size, low, high, stroke) -> np.ndarray:
-    """Two digits, one per half of the frame. The left one slides up or down by 40-90% of the
-    room while the right one stands still, until a switch at 35-65% of the video; then the right
-    one slides while the left stands still. Label 1 is the same video backwards: the right digit
-    moves first."""
+def _two_digits(task, rng, num_frames, size, glyph_size, stroke):
+    """(background, sprites) of "first", label 0: two digits, one per half of the frame. The left
+    one slides up or down by 40-90% of the room while the right one stands still, until a switch
+    at 35-65% of the video; then the right one slides while the left stands still."""
+    low, high = glyph_size
     glyphs = [_glyph(int(rng.integers(10)),
                      max(1, int(size * PAIR_SCALE * rng.uniform(low, high))),
                      rng.integers(128, 256, size=3), stroke) for _ in range(2)]
     half = size // 2
     for glyph in glyphs:
-        _check_fits(glyph.width, half, (low, high), f"half of a {size}-pixel frame")
+        _check_fits(glyph.width, half, glyph_size, f"half of a {size}-pixel frame")
     background = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
     t = np.linspace(0.0, 1.0, num_frames)
     switch = rng.uniform(0.35, 0.65)
@@ -143,5 +148,4 @@ def _first_moves(label, rng, num_frames, size, low, high, stroke) -> np.ndarray:
         y = rng.uniform(max(0, -travel), min(free, free - travel)) + travel * progress[i]
         x = np.full(num_frames, i * half + rng.uniform(0, half - glyph.width))
         sprites.append((glyph, x, y, np.full(num_frames, rng.uniform(-20, 20))))
-    video = _render(background, sprites)
-    return video[::-1].copy() if label == 1 else video
+    return background, sprites
