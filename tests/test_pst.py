@@ -32,10 +32,10 @@ backbone = nnx.jit(lambda model, video: model.backbone(video))
 logits = nnx.jit(lambda model, video: model(video))
 
 
-def hf_swin(image_size=56, seed=0) -> SwinForImageClassification:
+def hf_swin(image_size=56, seed=0, **kw) -> SwinForImageClassification:
     torch.manual_seed(seed)
     cfg = SwinConfig(image_size=image_size, embed_dim=DIM, depths=list(DEPTHS),
-                     num_heads=list(HEADS), window_size=7, num_labels=CLASSES)
+                     num_heads=list(HEADS), window_size=7, num_labels=CLASSES, **kw)
     model = SwinForImageClassification(cfg)
     with torch.no_grad():  # non-trivial biases, norms and position tables
         for p in model.parameters():
@@ -171,6 +171,67 @@ def test_2d_swin_matches_transformers(tmp_path, hf_files, size, layout):
     feats = np.asarray(backbone(model, still(x, 2)))  # one time step of the repeated image
     assert rel_err(feats.reshape(want_feats.shape), want_feats) <= 1e-5
     assert rel_err(logits(model, still(x, 2)), want_logits) <= 1e-5
+
+
+@pytest.mark.parametrize("positions", ["space", "space_time"])
+def test_absolute_position_embedding_matches_transformers(tmp_path, positions):
+    """Swin's `ape` (`use_absolute_embeddings` in `transformers`): the (1, h w, C) table loads as
+    an (h, w, C) one, is added to every time step's patch embeddings, and gives the image model
+    (a "space_time" model's rows per time step start at zero: no Swin file has them); a model
+    without it names the file's table as unexpected rather than dropping it."""
+    ref = hf_swin(56, seed=1, use_absolute_embeddings=True)
+    ref.save_pretrained(tmp_path)
+    model = vidmix.load_weights(pst(num_frames=4, absolute_pos_embed=positions),
+                                tmp_path / "model.safetensors")
+    table = ref.swin.embeddings.position_embeddings.detach().numpy()
+    np.testing.assert_array_equal(model.backbone.absolute_pos_embed[...],
+                                  table.reshape(14, 14, DIM))
+    if positions == "space_time":
+        np.testing.assert_array_equal(model.backbone.temporal_pos_embed[...], np.zeros((2, DIM)))
+    x = images(56)
+    want_feats, want_logits = hf_outputs(ref, x)
+    feats = np.asarray(backbone(model, still(x, 4)))
+    for t in range(2):
+        assert rel_err(feats[:, t].reshape(want_feats.shape), want_feats) <= 1e-5
+    assert rel_err(logits(model, still(x, 4)), want_logits) <= 1e-5
+    with pytest.raises(CheckpointMismatchError) as err:
+        vidmix.load_weights(pst(), tmp_path / "model.safetensors")
+    assert "absolute_pos_embed" in err.value.unexpected
+    with pytest.raises(CheckpointMismatchError) as err:  # the model's table has no source
+        vidmix.load_weights(pst(absolute_pos_embed=positions), plain_swin_file(tmp_path))
+    assert "absolute_pos_embed" in str(err.value)
+
+
+def plain_swin_file(tmp_path):
+    """A Swin file without an absolute position table (the 56-px reference)."""
+    ref = hf_swin(56)
+    ref.save_pretrained(tmp_path / "plain")
+    return tmp_path / "plain" / "model.safetensors"
+
+
+def test_fresh_absolute_positions_follow_pos_embed_std():
+    for std in (0.02, 1.0):
+        model = pst(num_frames=8, absolute_pos_embed="space_time", pos_embed_std=std)
+        space = np.asarray(model.backbone.absolute_pos_embed[...])
+        time = np.asarray(model.backbone.temporal_pos_embed[...])
+        assert space.shape == (14, 14, DIM) and time.shape == (4, DIM)  # 8 frames: 4 steps
+        assert 0.8 * std < space.std() < 1.0 * std  # truncated at two stds: 0.88 std
+    assert pst().backbone.absolute_pos_embed is None
+    assert pst(absolute_pos_embed="space").backbone.temporal_pos_embed is None
+    with pytest.raises(ValueError, match="pos_embed_std"):
+        pst(pos_embed_std=-1.0)
+    with pytest.raises(ValueError, match="absolute_pos_embed"):
+        pst(absolute_pos_embed="time")
+
+
+@pytest.mark.parametrize("positions,steps_differ", [("space", False), ("space_time", True)])
+def test_only_space_time_positions_tell_the_time_steps_of_a_still_clip_apart(
+        positions, steps_differ):
+    """A still clip through the plain 2-D Swin (shifts off) gives every time step the same
+    features, with Swin's 2-D table too; rows per time step make them differ."""
+    model = pst(num_frames=4, absolute_pos_embed=positions, pos_embed_std=1.0)
+    feats = np.asarray(backbone(model, still(images(56), 4)))
+    assert (np.abs(feats[:, 0] - feats[:, 1]).max() > 1e-3) == steps_differ
 
 
 # Image -> video -------------------------------------------------------------------------------

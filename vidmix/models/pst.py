@@ -27,6 +27,7 @@ from vidmix.models.patch_shift import PATTERNS, get_pattern
 from vidmix.models.swin import SwinBackbone
 
 BIAS_LOOKUPS = ("offset", "release")
+ABSOLUTE_POSITIONS = ("none", "space", "space_time")
 
 # The Swin sizes of Liu et al. 2021 (Swin-T and Swin-B, as PST-T and PST-B use them).
 SWIN_SIZES = {
@@ -53,6 +54,13 @@ class PSTConfig(ModelConfig):
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-5
     patch_norm: bool = True
+    # Learned absolute positions added to the patch embeddings, none in Swin's and PST's releases
+    # (their tokens know only relative offsets inside a window): "space" is Swin's `ape`, one
+    # (h, w) table shared by every time step; "space_time" adds a row per time step (T', C), as
+    # TimeSformer's time embedding. Drawn from a truncated normal of `pos_embed_std` (Swin's 0.02;
+    # from scratch about 1.0, the patch embeddings' scale: docs/learning.md, "PST and when")
+    absolute_pos_embed: str = "none"
+    pos_embed_std: float = 0.02
     # Temporal mixing: odd blocks of each stage patch-shift (SW-MSA), even blocks channel-shift
     # (W-MSA). Both False: the plain 2-D Swin on every time step.
     patch_shift: bool = True
@@ -86,6 +94,7 @@ class PSTConfig(ModelConfig):
     # Validation ----------------------------------------------------------------------------------
     def validate(self) -> None:
         choice("bias_lookup", self.bias_lookup, BIAS_LOOKUPS)
+        choice("absolute_pos_embed", self.absolute_pos_embed, ABSOLUTE_POSITIONS)
         choice("shift_pattern", self.shift_pattern, tuple(PATTERNS))
         for name in ("num_classes", "num_frames", "patch_size", "temporal_patch", "embed_dim",
                      "window_size", "channel_shift_div", "temporal_window"):
@@ -126,6 +135,8 @@ class PSTConfig(ModelConfig):
             raise ValueError(f"bias_lookup='release' needs num_frames / temporal_patch == "
                              f"temporal_window ({self.temporal_window}), got {self.time_steps} "
                              f"time steps")
+        if not (isinstance(self.pos_embed_std, (int, float)) and self.pos_embed_std >= 0):
+            raise ValueError(f"pos_embed_std must be a number >= 0, got {self.pos_embed_std!r}")
         self.check_rates("drop_path_rate", "dropout_rate", "head_dropout_rate")
         self.check_dtype()
 

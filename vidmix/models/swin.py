@@ -290,6 +290,15 @@ class SwinBackbone(nnx.Module):
         self.patch_embed = PatchEmbed(cfg.embed_dim, patch=cfg.patch_size,
                                       temporal_patch=cfg.temporal_patch, norm=cfg.patch_norm,
                                       eps=cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
+        # absolute positions (off in the releases): Swin's `ape`, one (h, w, C) table for every
+        # time step, and with "space_time" one (C,) row per time step on top
+        init = nnx.initializers.truncated_normal(cfg.pos_embed_std)
+        self.absolute_pos_embed = self.temporal_pos_embed = nnx.data(None)
+        if cfg.absolute_pos_embed != "none":
+            self.absolute_pos_embed = nnx.Param(init(rngs.params(), (*cfg.grid, cfg.embed_dim)))
+        if cfg.absolute_pos_embed == "space_time":
+            self.temporal_pos_embed = nnx.Param(init(rngs.params(),
+                                                     (cfg.time_steps, cfg.embed_dim)))
         rates = np.linspace(0.0, cfg.drop_path_rate, sum(cfg.depths))
         resolutions = stage_resolutions(cfg.grid, len(cfg.depths))
         stages, k = [], 0
@@ -319,6 +328,10 @@ class SwinBackbone(nnx.Module):
     def __call__(self, video: jax.Array, *, train: bool = False) -> jax.Array:
         self.cfg.check_clip(video)
         x = self.patch_embed(self.cfg.normalise(video))
+        if self.absolute_pos_embed is not None:
+            x = x + self.absolute_pos_embed[...].astype(x.dtype)
+        if self.temporal_pos_embed is not None:
+            x = x + self.temporal_pos_embed[...].astype(x.dtype)[:, None, None]
         for stage in self.layers:
             x = stage(x, train=train)
         return self.norm(x)

@@ -23,6 +23,7 @@ from vidmix.checkpoints.mapping import (
     take,
     torch_linear,
     torch_norm,
+    zeros,
 )
 
 
@@ -75,6 +76,11 @@ def convert(cfg, tensors: dict, params, *, inflate: str = "average"):
         "backbone/patch_embed/proj/bias": take("patch_embed.proj.bias"),
         **torch_norm("backbone/patch_embed/norm", "patch_embed.norm"),
         **torch_norm("backbone/norm", "norm"),
+        # Swin's `ape` (1, h * w, C) -> (h, w, C); only read when the model has one
+        "backbone/absolute_pos_embed": take(
+            "absolute_pos_embed", lambda a: a.reshape(*cfg.grid, a.shape[-1])),
+        # no Swin file has a row per time step: zeros leave every time step as the file has it
+        "backbone/temporal_pos_embed": zeros("Swin checkpoints have no temporal positions"),
     }
     resolutions = stage_resolutions(cfg.grid, len(cfg.depths))
     for i, depth in enumerate(cfg.depths):

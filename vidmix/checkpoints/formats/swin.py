@@ -5,7 +5,8 @@ All are renamed into the official Swin names (also timm's before 0.9), the canon
 `vidmix.checkpoints.families.pst`:
 `patch_embed.proj.*`, `patch_embed.norm.*`, `layers.{i}.blocks.{j}.{norm1, attn.qkv (rows q, k, v),
 attn.proj, attn.relative_position_bias_table, norm2, mlp.fc1, mlp.fc2}.*`,
-`layers.{i}.downsample.{reduction.weight, norm.*}` (at the end of stage i), `norm.*`, `head.*`.
+`layers.{i}.downsample.{reduction.weight, norm.*}` (at the end of stage i), `norm.*`, `head.*`,
+and `absolute_pos_embed` (1, h w, C) in the files of models built with `ape=True`.
 Recomputable buffers (`relative_position_index`, the release's `relative_position_index_old`,
 `attn_mask`) are dropped here: they are never weights.
 """
@@ -69,6 +70,7 @@ _B = r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\."
 _HF_RULES = [
     (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
     (r"^embeddings\.norm\.", "patch_embed.norm."),
+    (r"^embeddings\.position_embeddings$", "absolute_pos_embed"),  # use_absolute_embeddings
     (_B + r"layernorm_before\.", r"layers.\1.blocks.\2.norm1."),
     (_B + r"layernorm_after\.", r"layers.\1.blocks.\2.norm2."),
     (_B + r"attention\.(?:self\.|relative_position_bias\.)relative_position_bias_table$",
