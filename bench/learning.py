@@ -59,7 +59,11 @@ FAMILIES = {
     # with the release's zero temporal embedding, TimeSformer's fresh model is even exactly blind
     # to frame order (docs/learning.md)
     "timesformer": ("timesformer_b16", dict(SMALL, **SCRATCH, **OFF)),
+    # PST as released has no absolute positions, and its patch shift rolls time round: a fresh
+    # one hardly tells an early event from a late one, and stays at chance on `first`. From
+    # scratch it gets Swin's 2-D table plus a row per time step, at the patch scale
     "pst": ("pst_tiny", dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=4,
+                             absolute_pos_embed="space_time", pos_embed_std=1.0,
                              drop_path_rate=0.0, head_dropout_rate=0.0)),
     # from scratch, VTN's spatial positions start at the patch embeddings' scale (the releases'
     # 0.02 leave its frame features blind to where the digit is), its temporal ones as sinusoids
@@ -362,7 +366,8 @@ def plot(paths: list[str], out: str) -> None:
         smooth = np.convolve(r["losses"], np.ones(20) / 20, mode="valid")
         # the position inits the run set; absent: the preset's
         o = r.get("overrides", {})
-        where = ", ".join(f"{k} {o[k]:g}" for k in ("pos_embed_std", "temporal_embed_std")
+        where = ", ".join(f"{k} {o[k]:g}" if type(o[k]) in (int, float) else f"{k} {o[k]}"
+                          for k in ("absolute_pos_embed", "pos_embed_std", "temporal_embed_std")
                           if k in o) or "preset positions"
         label = (f"{r.get('family') or r['model']}, {r.get('pixels', 'model')} pixel stats, "
                  f"{where} ({r['task']}): eval {r['eval_accuracy']:.0%}")

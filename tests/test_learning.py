@@ -1,23 +1,22 @@
 """Learning time from scratch (docs/learning.md). On the synthetic tasks each class is the other
 played backwards, so only a model that puts frames in order can beat chance. The models that do
-(XViT with either head, TimeSformer and PST, with the ViTs' position embeddings started at the
-patch embeddings' scale; VTN with its from-scratch settings and frame indices as positions, as
-`main.py` gives them) learn `direction`; XViT with either head and TimeSformer also `speed`, and
-XViT with the paper's head also `first` (which of two digits moves first), in one small fixed
-budget. The per-frame baseline (space attention, per-frame scores averaged) stays at chance on
-every task, and is exactly blind to the order of frames.
+(XViT with either head, TimeSformer, PST and VTN, each with its from-scratch positions: the ViTs'
+position embeddings at the patch embeddings' scale, PST's absolute positions in space and time,
+VTN's sinusoids on frame indices as `main.py` gives them) learn `direction` and `first` (which
+of two digits moves first), XViT with the paper's head also `speed`, in one small fixed budget.
+The per-frame baseline (space attention, per-frame scores averaged) stays at chance, and is
+exactly blind to the order of frames.
 
 Runs bench/learning.py's loop: the public API, uint8 clips normalised with the training videos'
 pixel statistics, and new videos in every batch (`--fresh`: with a fixed set of videos a model
 can memorise them instead of learning time, and the baseline's training loss then falls too).
 
-Not covered, because they are not met yet (docs/learning.md, "Still open"): PST and VTN on
-`speed` need more steps; on `first`, XViT's summary head and TimeSformer reach 91-92% and VTN
-needs 400 steps, and PST (no absolute positions) stays at chance; no ViT family learns
-`rotation` (only PST, with large digits; the ViTs only when a space-time conv stem gives their
-tokens the neighbouring frames' pixels, and then so does the baseline), and none learns `orbit`.
-The fast tests below check bench/learning.py's measurement-only variants (mimetic attention
-init, conv stems)."""
+Not covered, because they are not met yet (docs/learning.md, "Still open"): no ViT family
+learns `rotation` (only PST, with large digits; the ViTs only when a space-time conv stem gives
+their tokens the neighbouring frames' pixels, and then so does the baseline), none learns
+`orbit`, and PST and VTN need more steps on `speed`. Measured and left out to keep the suite's
+time: XViT's summary head and TimeSformer on `speed` (docs/learning.md). The fast tests below
+check bench/learning.py's measurement-only variants (mimetic attention init, conv stems)."""
 
 import os
 import sys
@@ -29,9 +28,9 @@ from test_main import ROOT
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import learning  # noqa: E402
 
-# the same budget for every family: 200 AdamW steps of batch 32 (fresh videos), 20 of them
+# the same budget for every family: 300 AdamW steps of batch 32 (fresh videos), 20 of them
 # warm-up, at depth 2 (PST: its two stages of two blocks, `learning.FAMILIES`)
-BUDGET = ["--steps", "200", "--warmup", "20", "--fresh", "--quiet"]
+BUDGET = ["--steps", "300", "--warmup", "20", "--fresh", "--quiet"]
 
 
 def learn(family: str, task: str) -> dict:
@@ -39,17 +38,11 @@ def learn(family: str, task: str) -> dict:
     return learning.run(learning.parse(["--family", family, "--task", task, *BUDGET, *depth]))
 
 
-# (family, task) pairs learned in this budget with seed 0 (the test's). Seeds 1 and 2
-# (docs/learning.md, "Positions at the patch embeddings' scale" and "Seeds of the test's pairs"):
-# XViT and TimeSformer learn `direction` with the others too, XViT `speed` and `first` too;
-# TimeSformer on `speed` (seed 2: 78.1%) and VTN on `direction` (seed 2: 83.2%) miss 95% with
-# one seed each.
-# Measured and left out (docs/learning.md): PST on `speed` (plateau 226 of 400 steps), VTN on
-# `speed` (69.1%, plateau 189), XViT's summary head, TimeSformer and VTN on `first` (90.6%,
-# 91.8%, 81.6%), PST on `first`, every ViT family on `rotation`, every family tried on `orbit`.
-LEARNED = [("xvit", "direction"), ("xvit_summary", "direction"), ("timesformer", "direction"),
-           ("pst", "direction"), ("vtn", "direction"), ("xvit", "speed"),
-           ("xvit_summary", "speed"), ("timesformer", "speed"), ("xvit", "first")]
+# (family, task) pairs learned in this budget with seed 0 (the test's); other seeds and budgets
+# in docs/learning.md ("Three hundred steps", "Seeds of the test's pairs"). Every family on
+# `direction` and on `first`, and XViT's paper head on `speed`.
+FAMILIES = ["xvit", "xvit_summary", "timesformer", "pst", "vtn"]
+LEARNED = [(f, t) for t in ("direction", "first") for f in FAMILIES] + [("xvit", "speed")]
 
 
 @pytest.mark.slow
@@ -57,11 +50,11 @@ LEARNED = [("xvit", "direction"), ("xvit_summary", "direction"), ("timesformer",
 def test_models_that_order_frames_learn_the_arrow_of_time(family, task):
     result = learn(family, task)
     assert result["eval_accuracy"] >= 0.95, result["eval_accuracy"]
-    assert result["plateau_steps"] is not None and result["plateau_steps"] <= 180
+    assert result["plateau_steps"] is not None and result["plateau_steps"] <= 270
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["direction", "speed", "first"])
+@pytest.mark.parametrize("task", ["direction", "first"])
 def test_the_per_frame_baseline_stays_at_chance(task):
     result = learn("per_frame", task)
     assert 0.4 <= result["eval_accuracy"] <= 0.6, result["eval_accuracy"]
