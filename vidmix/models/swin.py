@@ -293,7 +293,8 @@ class SwinBackbone(nnx.Module):
         # absolute positions (off in the releases): Swin's `ape`, one (h, w, C) table for every
         # time step, and with "space_time" one (C,) row per time step on top
         init = nnx.initializers.truncated_normal(cfg.pos_embed_std)
-        self.absolute_pos_embed = self.temporal_pos_embed = nnx.data(None)
+        self.absolute_pos_embed = nnx.data(None)
+        self.temporal_pos_embed = nnx.data(None)
         if cfg.absolute_pos_embed != "none":
             self.absolute_pos_embed = nnx.Param(init(rngs.params(), (*cfg.grid, cfg.embed_dim)))
         if cfg.absolute_pos_embed == "space_time":
