@@ -174,7 +174,7 @@ def test_2d_swin_matches_transformers(tmp_path, hf_files, size, layout):
 
 
 @pytest.mark.parametrize("positions", ["space", "space_time"])
-def test_absolute_position_embedding_matches_transformers(tmp_path, positions):
+def test_absolute_position_embedding_matches_transformers(tmp_path, hf_files, positions):
     """Swin's `ape` (`use_absolute_embeddings` in `transformers`): the (1, h w, C) table loads as
     an (h, w, C) one, is added to every time step's patch embeddings, and gives the image model
     (a "space_time" model's rows per time step start at zero: no Swin file has them); a model
@@ -198,15 +198,13 @@ def test_absolute_position_embedding_matches_transformers(tmp_path, positions):
         vidmix.load_weights(pst(), tmp_path / "model.safetensors")
     assert "absolute_pos_embed" in err.value.unexpected
     with pytest.raises(CheckpointMismatchError) as err:  # the model's table has no source
-        vidmix.load_weights(pst(absolute_pos_embed=positions), plain_swin_file(tmp_path))
+        vidmix.load_weights(pst(absolute_pos_embed=positions), hf_files[56][1])
     assert "absolute_pos_embed" in str(err.value)
-
-
-def plain_swin_file(tmp_path):
-    """A Swin file without an absolute position table (the 56-px reference)."""
-    ref = hf_swin(56)
-    ref.save_pretrained(tmp_path / "plain")
-    return tmp_path / "plain" / "model.safetensors"
+    # another resolution: the table is resized bicubically over the grid, as a ViT's is
+    small = vidmix.load_weights(pst(image_size=28, absolute_pos_embed=positions),
+                                tmp_path / "model.safetensors")
+    want = jax.image.resize(jnp.asarray(table.reshape(14, 14, DIM)), (7, 7, DIM), "bicubic")
+    np.testing.assert_allclose(small.backbone.absolute_pos_embed[...], want, rtol=1e-6)
 
 
 def test_fresh_absolute_positions_follow_pos_embed_std():

@@ -121,6 +121,12 @@ class ModelConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
+    def check_non_negative(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+
     def check_dtype(self) -> None:
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype}")
@@ -235,10 +241,7 @@ class VideoViTConfig(ViTFields):
                              f"{self.tubelet_size}")
         if self.embed_slots < 0:
             raise ValueError(f"temporal_embed_slots must be >= 0, got {self.temporal_embed_slots}")
-        for name in ("pos_embed_std", "temporal_embed_std"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        self.check_non_negative("pos_embed_std", "temporal_embed_std")
         if self.attention == "mixing":
             if not 1 <= self.shift_div or self.shift_fold < 1 or 2 * self.shift_fold > self.width:
                 raise ValueError(f"shift_div {self.shift_div} must leave 1 <= width // shift_div "

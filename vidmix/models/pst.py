@@ -135,8 +135,7 @@ class PSTConfig(ModelConfig):
             raise ValueError(f"bias_lookup='release' needs num_frames / temporal_patch == "
                              f"temporal_window ({self.temporal_window}), got {self.time_steps} "
                              f"time steps")
-        if not (isinstance(self.pos_embed_std, (int, float)) and self.pos_embed_std >= 0):
-            raise ValueError(f"pos_embed_std must be a number >= 0, got {self.pos_embed_std!r}")
+        self.check_non_negative("pos_embed_std")
         self.check_rates("drop_path_rate", "dropout_rate", "head_dropout_rate")
         self.check_dtype()
 

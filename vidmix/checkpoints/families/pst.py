@@ -14,12 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vidmix.checkpoints.families.vit import INFLATIONS, patch_kernel
+from vidmix.checkpoints.families.vit import INFLATIONS, patch_kernel, resize_grid
 from vidmix.checkpoints.mapping import (
     Mapping,
     Source,
     keep,
     linear_kernel,
+    squeeze_leading,
     take,
     torch_linear,
     torch_norm,
@@ -76,9 +77,11 @@ def convert(cfg, tensors: dict, params, *, inflate: str = "average"):
         "backbone/patch_embed/proj/bias": take("patch_embed.proj.bias"),
         **torch_norm("backbone/patch_embed/norm", "patch_embed.norm"),
         **torch_norm("backbone/norm", "norm"),
-        # Swin's `ape` (1, h * w, C) -> (h, w, C); only read when the model has one
+        # Swin's `ape` (1, n * n, C) -> (h, w, C), resized bicubically to the model's grid as a
+        # ViT's positions are; only read when the model has one
         "backbone/absolute_pos_embed": take(
-            "absolute_pos_embed", lambda a: a.reshape(*cfg.grid, a.shape[-1])),
+            "absolute_pos_embed",
+            lambda a: resize_grid(squeeze_leading(a), cfg.grid).reshape(*cfg.grid, -1)),
         # no Swin file has a row per time step: zeros leave every time step as the file has it
         "backbone/temporal_pos_embed": zeros("Swin checkpoints have no temporal positions"),
     }

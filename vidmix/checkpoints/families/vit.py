@@ -37,17 +37,21 @@ from vidmix.models.config import VideoViTConfig
 INFLATIONS = ("average", "central")
 
 
-def resize_pos_embed(pos: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """(1 + n*n, D) -> (1 + gh*gw, D): bicubic over the patch grid, the CLS row unchanged."""
-    cls, patches = pos[:1], pos[1:]
+def resize_grid(patches: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(n*n, D) -> (gh*gw, D): a square grid of position rows resized bicubically."""
     n = int(round(np.sqrt(len(patches))))
     if n * n != len(patches):
         raise ValueError(f"position embedding of {len(patches)} patches is not a square grid")
     if (n, n) == tuple(grid):
-        return pos
+        return patches
     grid_pos = jnp.asarray(patches.reshape(n, n, -1), jnp.float32)
     resized = jax.image.resize(grid_pos, (*grid, grid_pos.shape[-1]), method="bicubic")
-    return np.concatenate([cls, np.asarray(resized).reshape(grid[0] * grid[1], -1)], axis=0)
+    return np.asarray(resized).reshape(grid[0] * grid[1], -1)
+
+
+def resize_pos_embed(pos: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(1 + n*n, D) -> (1 + gh*gw, D): bicubic over the patch grid, the CLS row unchanged."""
+    return np.concatenate([pos[:1], resize_grid(pos[1:], grid)], axis=0)
 
 
 def resize_time_embed(emb: np.ndarray, slots: int) -> np.ndarray:
@@ -149,5 +153,5 @@ def convert(cfg: VideoViTConfig, tensors: dict, params, *, inflate: str = "avera
     return {n: s for n, s in m.items() if n in params}, dropped
 
 
-__all__ = ["INFLATIONS", "convert", "patch_kernel", "resize_pos_embed",
+__all__ = ["INFLATIONS", "convert", "patch_kernel", "resize_grid", "resize_pos_embed",
            "resize_time_embed"]
