@@ -20,6 +20,8 @@ video.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -35,8 +37,14 @@ TASKS = {
 PAIR_SCALE = 0.7
 
 
+@functools.cache
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    # loading the font is a third of drawing a glyph; a few dozen sizes are ever asked for
+    return ImageFont.load_default(size=size)
+
+
 def _glyph(digit: int, size: int, color, stroke: int = 0) -> Image.Image:
-    font = ImageFont.load_default(size=size)
+    font = _font(size)
     left, top, right, bottom = font.getbbox(str(digit), stroke_width=stroke)
     pad = size // 4
     side = max(right - left, bottom - top) + 2 * pad
@@ -116,11 +124,14 @@ def _check_fits(side: int, room: int, glyph_size, where: str):
 def _render(background: np.ndarray, sprites) -> np.ndarray:
     """(T, H, W, 3): each sprite (glyph, x, y, angle), one value per frame, pasted in turn."""
     frames = []
+    rotated = {}  # (sprite, angle) -> the rotated glyph: most sprites keep one angle throughout
     for i in range(len(sprites[0][1])):
         frame = Image.fromarray(background)
-        for glyph, x, y, angle in sprites:
-            rotated = glyph.rotate(angle[i], resample=Image.BILINEAR)
-            frame.paste(rotated, (int(round(x[i])), int(round(y[i]))), rotated)
+        for k, (glyph, x, y, angle) in enumerate(sprites):
+            key = (k, float(angle[i]))
+            if key not in rotated:
+                rotated[key] = glyph.rotate(angle[i], resample=Image.BILINEAR)
+            frame.paste(rotated[key], (int(round(x[i])), int(round(y[i]))), rotated[key])
         frames.append(np.asarray(frame))
     return np.stack(frames)
 
