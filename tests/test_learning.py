@@ -47,7 +47,8 @@ def learn(family: str, task: str) -> dict:
 
 # (family, task) pairs learned in this budget with seed 0 (the test's); other seeds and budgets
 # in docs/learning.md ("Three hundred steps", "The learning rate"). Every family on `direction`
-# and on `first`, every family but VTN on `speed`, and PST on `orbit`.
+# and on `first`, every family but VTN on `speed`, XViT's summary head and PST on `rotation`
+# (as `TASK_ARGS` sets it), and PST on `orbit`.
 FAMILIES = ["xvit", "xvit_summary", "timesformer", "pst", "vtn"]
 LEARNED = ([(f, t) for t in ("direction", "first") for f in FAMILIES]
            + [(f, "speed") for f in FAMILIES if f != "vtn"]
