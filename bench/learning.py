@@ -37,8 +37,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from vidmix.data.pixel_stats import pixel_stats, pixel_sums  # noqa: E402
 from vidmix.data.synthetic import TASKS, make_video  # noqa: E402
-from vidmix.data.to_example import pixel_stats, pixel_sums  # noqa: E402
 from vidmix.models import create_model  # noqa: E402
 from vidmix.models.layers import Attention  # noqa: E402
 from vidmix.models.temporal_shift import temporal_shift  # noqa: E402

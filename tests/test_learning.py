@@ -18,7 +18,9 @@ smaller digits; every family but PST on `orbit`; VTN on `speed` (some seeds only
 tests below check bench/learning.py's measurement-only variants (mimetic attention init, conv
 stems)."""
 
+import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -130,3 +132,21 @@ def test_conv_stems_keep_the_tokens_and_only_the_mixing_ones_see_other_frames(
     assert moved[4] > 0 and moved[[0, 1, 7]].max() == 0 and moved[8:].max() == 0
     assert (moved[[2, 3, 5, 6]].min() > 0) == sees_neighbours
     assert (moved[[2, 3, 5, 6]].max() > 0) == sees_neighbours
+
+
+def test_the_benchmark_runs_without_the_data_stack(tmp_path):
+    """bench/learning.py on an accelerator image that has jax, flax, optax and Pillow but no
+    tensorflow-datasets, grain, PyAV, OpenCV or ml_collections (how its GPU sweeps ran)."""
+    absent = ("tensorflow_datasets", "grain", "av", "cv2", "ml_collections", "array_record")
+    out = tmp_path / "result.json"
+    argv = ["bench/learning.py", "--family", "xvit", "--task", "first", "--steps", "22",
+            "--warmup", "2", "--num-train", "64", "--set", "depth=1", "width=16", "num_heads=2",
+            "--quiet", "--json", str(out)]
+    code = (f"import runpy, sys\nfor name in {absent!r}:\n    sys.modules[name] = None\n"
+            f"sys.argv = {argv!r}\nrunpy.run_path('bench/learning.py', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert len(record["losses"]) == 22 and 0.0 <= record["eval_accuracy"] <= 1.0

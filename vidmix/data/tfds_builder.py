@@ -33,7 +33,8 @@ from etils import epath
 from tensorflow_datasets.core import writer as tfds_writer
 
 from vidmix.data.annotations import KINDS, Plan
-from vidmix.data.to_example import PIXEL_SUMS, make_example, pixel_stats
+from vidmix.data.pixel_stats import pixel_stats
+from vidmix.data.to_example import PIXEL_SUMS, make_example
 from vidmix.errors import UserError
 
 log = logging.getLogger(__name__)

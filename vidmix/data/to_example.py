@@ -5,34 +5,13 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 from PIL import Image
 
 from vidmix.data import decode, synthetic
 from vidmix.data.annotations import Entry
+from vidmix.data.pixel_stats import pixel_sums
 
 PIXEL_SUMS = "_pixel_sums"
-
-
-def pixel_sums(frames) -> np.ndarray:
-    """(3, 3) float64: per RGB channel the pixel count, the sum and the sum of squares of the
-    frames' values (0-255), exact per frame; summed over videos they give the dataset's mean and
-    std (`pixel_stats`). `frames`: RGB images or (H, W, 3) uint8 arrays, taken one at a time."""
-    sums = np.zeros((3, 3))
-    for frame in frames:
-        x = np.asarray(frame, np.uint8).reshape(-1, 3).astype(np.int64)
-        sums += [np.full(3, len(x)), x.sum(0), (x * x).sum(0)]
-    return sums
-
-
-def pixel_stats(sums: np.ndarray) -> dict:
-    """{"mean": [r, g, b], "std": [r, g, b]} of pixel values in [0, 1], from summed
-    `pixel_sums`."""
-    n, total, squares = sums
-    mean = total / n
-    std = np.sqrt(np.maximum(squares / n - mean * mean, 0.0)) / 255.0
-    mean = mean / 255.0
-    return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
 
 
 def make_example(entry: Entry, *, short_side: int | None, fps: float | None,
